@@ -1,0 +1,52 @@
+"""Parsing of listen and connect addresses: ``port``, ``"host:port"``, ``"[v6]:port"``."""
+
+from __future__ import annotations
+
+import ipaddress
+
+__all__ = ["format_address", "parse_address"]
+
+
+def parse_address(value: int | str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+    """``8080`` → ``("0.0.0.0", 8080)``; ``"[::1]:80"`` → ``("::1", 80)``.
+
+    Raises ``ValueError`` with a message fit for a user on anything else.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"bad address {value!r}: expected a port or 'host:port'")
+    if isinstance(value, int):
+        return default_host, _port(value, value)
+    if not isinstance(value, str):
+        raise ValueError(f"bad address {value!r}: expected a port or 'host:port'")
+    text = value.strip()
+    if text.isdigit():
+        return default_host, _port(int(text), value)
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"bad address {value!r}: expected '[ipv6]:port'")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"bad address {value!r}: {host!r} is not an IPv6 address") from None
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"bad address {value!r}: expected 'host:port'")
+        if ":" in host:
+            raise ValueError(f"bad address {value!r}: write IPv6 addresses as '[addr]:port'")
+    if not port_text.isdigit():
+        raise ValueError(f"bad address {value!r}: port {port_text!r} is not a number")
+    return host, _port(int(port_text), value)
+
+
+def _port(port: int, original: object) -> int:
+    if not 0 <= port <= 65535:
+        raise ValueError(f"bad address {original!r}: port {port} is out of range 0-65535")
+    return port
+
+
+def format_address(host: str, port: int) -> str:
+    """The inverse of :func:`parse_address`."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,126 @@
+"""Live pipelines: one instance of a layout, serving one stream.
+
+A :class:`Pipeline` owns a fresh instance of every filter of its layout, chained so
+that each filter's ``output`` is the next filter's ``on_event`` and the last one's
+is the pipeline's output callback. Feeding the pipeline is one await:
+``await pipeline.input(event)``; there is no channel and no task between filters.
+
+Lifetime: a pipeline runs its filters' tasks in a nursery it is given (the
+connection's, or a long-lived one for shared sessions), each inside a cancel scope
+it keeps. :meth:`Pipeline.close` cancels those tasks, closes the filters and every
+sub-pipeline opened from it. Closing is synchronous and idempotent, so it is safe
+in ``finally`` blocks and under cancellation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .context import Context
+from .filter import Filter, Output
+
+if TYPE_CHECKING:
+    from .layout import Layout
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger("trioxy.pipeline")
+
+
+class Pipeline:
+    """One live instance of a :class:`~pipeline.layout.Layout`."""
+
+    __slots__ = ("_children", "_scopes", "closed", "context", "filters", "input", "layout",
+                 "nursery", "parent")
+
+    def __init__(
+        self,
+        layout: Layout,
+        context: Context,
+        nursery: trio.Nursery,
+        output: Output,
+        parent: Pipeline | None = None,
+    ) -> None:
+        self.layout = layout
+        self.context = context
+        self.nursery = nursery
+        self.parent = parent
+        self.closed = False
+        self._scopes: set[trio.CancelScope] = set()
+        self._children: set[Pipeline] = set()
+        filters: list[Filter] = [spec.create() for spec in layout.specs]
+        self.filters = filters
+        following = output
+        for f in reversed(filters):
+            f.output = following
+            f.pipeline = self
+            following = f.on_event
+        self.input: Output = following
+        if parent is not None:
+            parent._children.add(self)
+
+    def sub(
+        self,
+        layout: Layout,
+        output: Output,
+        context: Context | None = None,
+        nursery: trio.Nursery | None = None,
+    ) -> Pipeline:
+        """Open a sub-pipeline of ``layout`` whose output goes to ``output``.
+
+        It shares this pipeline's context unless ``context`` is given, runs its tasks
+        in the same nursery unless ``nursery`` is given, and is closed with this
+        pipeline (or earlier, by its own :meth:`close`).
+        """
+        return Pipeline(
+            layout, context or self.context, nursery or self.nursery, output, parent=self
+        )
+
+    def start_task(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+    ) -> None:
+        """Run ``fn(*args)`` in the pipeline's nursery until it returns or the pipeline
+        closes. An exception escaping ``fn`` ends the whole stream (it reaches the
+        nursery of the connection), so tasks turn expected failures into events."""
+        scope = trio.CancelScope()
+        if self.closed:
+            scope.cancel()
+        self._scopes.add(scope)
+
+        async def run() -> None:
+            try:
+                with scope:
+                    await fn(*args)
+            finally:
+                self._scopes.discard(scope)
+
+        self.nursery.start_soon(run, name=name or getattr(fn, "__qualname__", repr(fn)))
+
+    def close(self) -> None:
+        """Cancel the pipeline's tasks, close its filters and sub-pipelines."""
+        if self.closed:
+            return
+        self.closed = True
+        for scope in self._scopes:
+            scope.cancel()
+        for child in list(self._children):
+            child.close()
+        for f in self.filters:
+            try:
+                f.close()
+            except Exception:  # a buggy plugin's close must not stop the others
+                log.exception("filter %s failed to close", f.name or type(f).__name__)
+        if self.parent is not None:
+            self.parent._children.discard(self)
+
+    @property
+    def task_count(self) -> int:
+        """Tasks of this pipeline and its sub-pipelines still running."""
+        return len(self._scopes) + sum(c.task_count for c in self._children)
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.layout.name!r} ctx#{self.context.id}>"
