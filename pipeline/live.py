@@ -34,8 +34,17 @@ log = logging.getLogger("trioxy.pipeline")
 class Pipeline:
     """One live instance of a :class:`~pipeline.layout.Layout`."""
 
-    __slots__ = ("_children", "_scopes", "closed", "context", "filters", "input", "layout",
-                 "nursery", "parent")
+    __slots__ = (
+        "_children",
+        "_scopes",
+        "closed",
+        "context",
+        "filters",
+        "input",
+        "layout",
+        "nursery",
+        "parent",
+    )
 
     def __init__(
         self,

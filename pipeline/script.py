@@ -84,7 +84,9 @@ def load_script(path: str | os.PathLike[str]) -> Script:
         raise
     except SyntaxError as exc:
         sys.modules.pop(module_name, None)
-        raise ConfigError(f"syntax error: {exc.msg}", exc.filename or filename, exc.lineno or 0)
+        raise ConfigError(
+            f"syntax error: {exc.msg}", exc.filename or filename, exc.lineno or 0
+        ) from None
     except Exception as exc:
         sys.modules.pop(module_name, None)
         raise _located(exc, filename) from exc

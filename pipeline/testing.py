@@ -137,9 +137,5 @@ async def run_listener(
     such as ``connect`` still open theirs)."""
     loaded = load_script(script)
     spec = loaded.listener(listener)
-    context = Context(
-        local=(spec.host, spec.port), remote=("127.0.0.1", 0), listener=spec.address
-    )
+    context = Context(local=(spec.host, spec.port), remote=("127.0.0.1", 0), listener=spec.address)
     return await run_layout(spec.layout, inputs, context=context, timeout=timeout)
-
-

@@ -1,0 +1,51 @@
+# trioxy: `make run` starts the demo, `make test` runs the whole suite.
+# Both create/refresh the local virtualenv (.venv) and install what they need,
+# Debian packages included (apt-get, as root) when a test needs them.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Debian packages the test suite talks to (real peers, not mocks).
+TEST_DEBS := curl
+BENCH_DEBS := nginx-light haproxy wrk iperf3 curl
+
+.PHONY: run test check lint typecheck bench docs clean deps-test deps-bench
+
+$(STAMP): pyproject.toml tests/plugin_example/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]' -e tests/plugin_example
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+deps-test:
+	@./.ci/apt-install $(TEST_DEBS)
+
+deps-bench:
+	@./.ci/apt-install $(BENCH_DEBS)
+
+run: $(STAMP)
+	$(VENV)/bin/trioxy run scripts/demo.py
+
+test: $(STAMP) deps-test
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check pipeline filters protocols scripts tests bench
+	$(VENV)/bin/ruff check pipeline filters protocols scripts tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+docs: $(STAMP)
+	$(PY) -m pipeline.docgen > docs/filters.md
+
+bench: $(STAMP) deps-bench
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,263 @@
+"""The runtime over real loopback sockets: listeners, limits, timeouts, shutdown."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+
+import pytest
+import trio
+
+from pipeline import ConfigError, Data, Event, Filter, Proxy, StreamEnd
+from pipeline.runtime import ListenError, Server, serve
+
+
+@asynccontextmanager
+async def running(proxy: Proxy, grace_period: float = 5.0) -> AsyncIterator[Server]:
+    """Serve ``proxy`` in the background; shut it down (immediately) at the end."""
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(
+            partial(serve, proxy.build(), grace_period=grace_period, handle_signals=False)
+        )
+        try:
+            yield server
+        finally:
+            server.shutdown(immediate=True)
+
+
+async def connect(port: int, host: str = "127.0.0.1") -> trio.SocketStream:
+    return await trio.open_tcp_stream(host, port)
+
+
+async def read_all(stream: trio.SocketStream) -> bytes:
+    chunks = []
+    while chunk := await stream.receive_some(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Upper(Filter):
+    name = "upper_test"
+
+    async def on_event(self, event: Event) -> None:
+        if type(event) is Data:
+            event = Data(event.data.upper())
+        await self.output(event)
+
+
+async def test_echo_and_half_close() -> None:
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").add_filter(Upper)
+    async with running(proxy) as server:
+        stream = await connect(server.ports[0])
+        await stream.send_all(b"hello ")
+        await stream.send_all(b"world")
+        await stream.send_eof()  # half-close: the reply must still arrive whole
+        assert await read_all(stream) == b"HELLO WORLD"
+        await stream.aclose()
+
+
+async def test_large_transfer_keeps_every_byte() -> None:
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0")  # empty pipeline: echo
+    payload = bytes(range(256)) * 40000  # ~10 MB
+    async with running(proxy) as server:
+        stream = await connect(server.ports[0])
+        received = bytearray()
+
+        async def sender() -> None:
+            await stream.send_all(payload)
+            await stream.send_eof()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender)
+            received += await read_all(stream)
+        assert received == payload
+        await stream.aclose()
+
+
+async def test_ipv6_listener() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("::1 is not configured")
+    proxy = Proxy()
+    proxy.listen("[::1]:0").add_filter(Upper)
+    async with running(proxy) as server:
+        assert server.listeners[0].address.startswith("[::1]:")
+        stream = await connect(server.ports[0], "::1")
+        await stream.send_all(b"v6")
+        await stream.send_eof()
+        assert await read_all(stream) == b"V6"
+
+
+async def test_port_in_use_is_a_located_config_error() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        proxy = Proxy()
+        proxy.listen("127.0.0.1:0")
+        proxy.listen(f"127.0.0.1:{port}")
+        line = sys._getframe().f_lineno - 1
+        with pytest.raises(ListenError) as info:
+            await serve(proxy.build(), handle_signals=False)
+        assert isinstance(info.value, ConfigError)
+        assert str(info.value) == (
+            f"{__file__}:{line}: cannot listen on 127.0.0.1:{port}: address already in use"
+        )
+    finally:
+        taken.close()
+
+
+async def test_max_connections_queues_in_the_backlog_instead_of_refusing() -> None:
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0", max_connections=2).add_filter(Upper)
+    async with running(proxy) as server:
+        port = server.ports[0]
+        first, second = await connect(port), await connect(port)
+        for s in (first, second):
+            await s.send_all(b"x")
+            assert await s.receive_some(10) == b"X"
+        third = await connect(port)  # the kernel accepts it into the backlog...
+        await third.send_all(b"y")
+        with trio.move_on_after(0.3) as waited:
+            await third.receive_some(10)  # ...but it is not served while two are open
+        assert waited.cancelled_caught
+        assert server.listeners[0].active == 2
+        await first.aclose()
+        with trio.fail_after(5):
+            assert await third.receive_some(10) == b"Y"  # served once a slot frees
+        await second.aclose()
+        await third.aclose()
+
+
+async def test_idle_timeout_closes_a_silent_stream(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "trioxy")
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0", idle_timeout=0.1)
+    async with running(proxy) as server:
+        stream = await connect(server.ports[0])
+        with trio.fail_after(5):
+            assert await read_all(stream) == b""
+        assert server.streams == set()
+    assert any("idle for 0.1s" in r.getMessage() for r in caplog.records)
+
+
+async def test_read_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "trioxy")
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0", read_timeout=0.1, idle_timeout=None)
+    async with running(proxy) as server:
+        stream = await connect(server.ports[0])
+        with trio.fail_after(5):
+            assert await read_all(stream) == b""
+    assert any("nothing read for 0.1s" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_failing_callback_ends_only_its_stream(caplog: pytest.LogCaptureFixture) -> None:
+    def explode(ctx: object, data: bytes) -> None:
+        if data == b"boom":
+            raise RuntimeError("script bug")
+
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").handle_data(explode)
+    async with running(proxy) as server:
+        bad = await connect(server.ports[0])
+        await bad.send_all(b"boom")
+        with trio.fail_after(5):
+            assert await read_all(bad) == b""
+        good = await connect(server.ports[0])
+        await good.send_all(b"fine")
+        await good.send_eof()
+        assert await read_all(good) == b"fine"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "RuntimeError: script bug" in errors[0].getMessage()
+
+
+async def test_graceful_shutdown_lets_a_stream_in_flight_finish() -> None:
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").add_filter(Upper)
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(
+            partial(serve, proxy.build(), grace_period=10, handle_signals=False)
+        )
+        port = server.ports[0]
+        stream = await connect(port)
+        await stream.send_all(b"before")
+        assert await stream.receive_some(100) == b"BEFORE"
+        server.shutdown()
+        await trio.sleep(0.1)
+        with pytest.raises(OSError):  # no longer accepting
+            await connect(port)
+        await stream.send_all(b" after")  # the open stream is still served
+        await stream.send_eof()
+        assert await read_all(stream) == b" AFTER"
+        await stream.aclose()
+    # serve() returned on its own once the last stream ended, well within the grace period
+
+
+async def test_grace_period_expiry_closes_open_streams() -> None:
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0")
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(
+            partial(serve, proxy.build(), grace_period=0.2, handle_signals=False)
+        )
+        stream = await connect(server.ports[0])
+        await stream.send_all(b"x")
+        assert await stream.receive_some(10) == b"x"
+        server.shutdown()
+        with trio.fail_after(5):
+            assert await read_all(stream) == b""  # closed by the server after 0.2 s
+
+
+async def test_pipeline_error_end_closes_the_client_promptly() -> None:
+    class Refuse(Filter):
+        name = "refuse_test"
+
+        async def on_event(self, event: Event) -> None:
+            await self.output(StreamEnd(RuntimeError("no")))
+
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").add_filter(Refuse)
+    async with running(proxy) as server:
+        stream = await connect(server.ports[0])
+        await stream.send_all(b"x")
+        with trio.fail_after(5):
+            assert await read_all(stream) == b""
+
+
+async def test_no_task_is_left_after_streams_end() -> None:
+    started: list[Callable[[], int]] = []
+
+    class Sleeper(Filter):
+        name = "sleeper_test"
+
+        async def on_event(self, event: Event) -> None:
+            if not started:
+                self.pipeline.start_task(trio.sleep_forever)
+                started.append(lambda: self.pipeline.task_count)
+            await self.output(event)
+
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").add_filter(Sleeper)
+    async with running(proxy) as server:
+        stream = await connect(server.ports[0])
+        await stream.send_all(b"x")
+        await stream.send_eof()
+        assert await read_all(stream) == b"x"
+        with trio.fail_after(5):
+            while server.streams:
+                await trio.sleep(0.01)
+        assert started[0]() == 0
