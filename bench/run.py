@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -51,6 +52,7 @@ DEFAULT_TRIOXY_CMD = ".venv/bin/trioxy run scripts/tcp_proxy.py"
 
 CONTENDERS = ("direct", "haproxy", "trioxy")
 SUITES = ("l4",)
+L4_BENCHES = ("bulk", "rps")
 
 #: Debian package providing each external tool.
 TOOL_PACKAGES = {
@@ -65,6 +67,12 @@ SUITE_TOOLS = {"l4": ("iperf3", "wrk", "nginx")}
 CONTENDER_TOOLS = {"direct": (), "haproxy": ("haproxy",), "trioxy": ()}
 
 TIMES = "\u00d7"  # multiplication sign (ruff flags the literal character)
+#: A run during which other processes used more than this (% of one CPU) is noisy.
+NOISY_PCT = 15.0
+#: Under this median CPU use (% of its core) a proxy was not the bottleneck.
+SATURATED_PCT = 85.0
+#: Warn (and say so in BENCHMARKS.md) when this share of all CPUs was busy before a run.
+BUSY_WARN_PCT = 10.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -117,12 +125,13 @@ def ensure_tools(names: Sequence[str], install: bool) -> dict[str, str]:
         # the Debian packages start their services; we do not want them running
         for svc in ("nginx", "haproxy", "iperf3"):
             if svc in pkgs or (svc == "nginx" and "nginx-light" in pkgs):
-                subprocess.run(["systemctl", "stop", svc], capture_output=True, timeout=30)
+                with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                    subprocess.run(["systemctl", "stop", svc], capture_output=True, timeout=30)
         missing = [n for n in names if find_tool(n) is None]
     if missing:
-        pkgs = " ".join(TOOL_PACKAGES[n] for n in missing)
+        wanted = " ".join(TOOL_PACKAGES[n] for n in missing)
         raise BenchError(
-            f"missing tool(s): {', '.join(missing)} (apt-get install -y {pkgs}, "
+            f"missing tool(s): {', '.join(missing)} (apt-get install -y {wanted}, "
             "or run without --no-install as root)"
         )
     return {n: str(find_tool(n)) for n in names}
@@ -355,6 +364,7 @@ class Sample:
     cpu_pct: float | None = None  # proxy CPU use during the run (% of one core)
     p50_ms: float | None = None
     p99_ms: float | None = None
+    other_cpu_pct: float | None = None  # CPU used by processes not ours (% of one CPU)
     note: str = ""
 
 
@@ -446,6 +456,9 @@ class Options:
     json_out: Path | None
     keep_tmp: bool
     warmup: float
+    wait_idle: float
+    noisy_retries: int
+    only: list[str]
 
 
 def render(template: str, **values: str) -> str:
@@ -537,16 +550,50 @@ def stop_contenders(reg: ProcessRegistry, contenders: list[Contender]) -> None:
             reg.stop(c.proc)
 
 
+def system_busy_ticks() -> int:
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0
+    return sum(fields[:8]) - fields[3] - fields[4]  # minus idle and iowait
+
+
+def own_ticks(reg: ProcessRegistry) -> dict[int, int]:
+    """CPU ticks of every process tree the harness is running, by leader pid."""
+    return {p.pid: tree_cpu_ticks(p.pid) for p in reg.procs if p.alive()}
+
+
+def reaped_and_self_ticks() -> float:
+    """CPU ticks of this process and of its children already waited for."""
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        total += ru.ru_utime + ru.ru_stime
+    return total * CLK_TCK
+
+
 def measure(
-    c: Contender, run: Callable[[Contender], Sample], label: str, rep: int, reps: int
-) -> None:
-    """One run of one contender; record the sample or the failure."""
+    c: Contender,
+    run: Callable[[Contender], Sample],
+    label: str,
+    rep: int,
+    reps: int,
+    reg: ProcessRegistry,
+) -> Sample | None:
+    """One run of one contender; return the sample, or record the failure.
+
+    Besides the proxy's CPU use it records the *other* CPU use of the machine
+    during the run: all CPU time spent, minus what the harness's own processes
+    (proxies, backend, load generator, itself) spent. Anything well above zero
+    means something else competed for the CPUs and the sample is noisy."""
     if c.error:
-        return
+        return None
     if c.proc is not None and not c.proc.alive():
         c.error = c.proc.why_dead()
-        return
+        return None
     ticks0 = tree_cpu_ticks(c.proc.pid) if c.proc else 0
+    sys0, own0, reaped0 = system_busy_ticks(), own_ticks(reg), reaped_and_self_ticks()
     t0 = time.monotonic()
     try:
         sample = run(c)
@@ -557,25 +604,49 @@ def measure(
             c.error = f"{exc}; {c.proc.why_dead()}"
         elif len(c.failures) >= 2:
             c.error = str(exc)  # do not spend the whole run on timeouts
-        return
+        return None
     wall = time.monotonic() - t0
+    own1 = own_ticks(reg)
+    own: float = sum(t - own0.get(pid, 0) for pid, t in own1.items())
+    own += reaped_and_self_ticks() - reaped0
+    if wall > 0:
+        other = (system_busy_ticks() - sys0 - own) / CLK_TCK / wall
+        sample.other_cpu_pct = max(0.0, 100.0 * other)
     if c.proc is not None and wall > 0:
         sample.cpu_pct = 100.0 * (tree_cpu_ticks(c.proc.pid) - ticks0) / CLK_TCK / wall
-    c.samples.append(sample)
     extra = f" p50={sample.p50_ms:.3f}ms p99={sample.p99_ms:.3f}ms" if sample.p50_ms else ""
     cpu = f" proxy-cpu={sample.cpu_pct:.0f}%" if sample.cpu_pct is not None else ""
+    if sample.other_cpu_pct is not None and sample.other_cpu_pct > NOISY_PCT:
+        cpu += f" NOISY: other processes used {sample.other_cpu_pct:.0f}% of a CPU"
     log(f"{label} {c.name} run {rep + 1}/{reps}: {sample.value:,.2f}{extra}{cpu}")
+    return sample
 
 
 def interleave(
-    contenders: list[Contender], run: Callable[[Contender], Sample], label: str, reps: int
+    contenders: list[Contender],
+    run: Callable[[Contender], Sample],
+    label: str,
+    opts: Options,
+    reg: ProcessRegistry,
 ) -> None:
     """Round-robin: every repetition runs every contender once, the starting
-    contender rotating so that none always runs first."""
+    contender rotating so that none always runs first. A noisy run (other
+    processes competed for the CPUs) is repeated up to ``opts.noisy_retries``
+    times; the last attempt is kept either way."""
+    reps = opts.reps
     for rep in range(reps):
         order = contenders[rep % len(contenders) :] + contenders[: rep % len(contenders)]
         for c in order:
-            measure(c, run, label, rep, reps)
+            for attempt in range(opts.noisy_retries + 1):
+                sample = measure(c, run, label, rep, reps, reg)
+                if sample is None:
+                    break
+                noisy = (sample.other_cpu_pct or 0.0) > NOISY_PCT
+                if not noisy or attempt == opts.noisy_retries:
+                    c.samples.append(sample)
+                    break
+                log(f"{label} {c.name} run {rep + 1}/{reps}: noisy, running it again")
+                wait_idle(10)
 
 
 # ------------------------------------------------------------------------- suites
@@ -631,7 +702,7 @@ def bench_l4_bulk(
             reg.stop(server, grace=2)
 
     try:
-        interleave(contenders, run, "l4-bulk", opts.reps)
+        interleave(contenders, run, "l4-bulk", opts, reg)
     finally:
         stop_contenders(reg, contenders)
     return BenchResult(
@@ -717,7 +788,7 @@ def bench_l4_rps(
                 r = parse_wrk(text)
                 return Sample(r.rps, p50_ms=r.p50_ms, p99_ms=r.p99_ms, note=r.errors)
 
-            interleave(contenders, run, "l4-rps", opts.reps)
+            interleave(contenders, run, "l4-rps", opts, reg)
         finally:
             stop_contenders(reg, contenders)
     finally:
@@ -786,6 +857,38 @@ def machine_info() -> dict[str, str]:
     }
 
 
+def cpu_busy_pct(interval: float = 1.0) -> float:
+    """Share of all CPUs busy over ``interval`` seconds (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    dtotal = total1 - total0
+    return 100.0 * (dtotal - (idle1 - idle0)) / dtotal if dtotal > 0 else 0.0
+
+
+def wait_idle(limit: float) -> float:
+    """Wait up to ``limit`` seconds for the machine to be idle; return the last
+    busy share measured (percent of all CPUs)."""
+    deadline = time.monotonic() + limit
+    busy = cpu_busy_pct()
+    announced = False
+    while busy > BUSY_WARN_PCT and time.monotonic() < deadline:
+        if not announced:
+            log(f"machine busy ({busy:.0f} % of CPUs); waiting up to {limit:g}s for it to settle")
+            announced = True
+        busy = cpu_busy_pct()
+    return busy
+
+
 def trioxy_revision() -> str:
     try:
         rev = subprocess.run(
@@ -817,8 +920,8 @@ def result_table(res: BenchResult) -> list[str]:
     if res.latency:
         head += " p50 ms | p99 ms |"
         sep += "---:|---:|"
-    head += " proxy CPU | peak RSS | status |"
-    sep += "---:|---:|---|"
+    head += " proxy CPU | peak RSS | other CPU | status |"
+    sep += "---:|---:|---:|---|"
     lines += [head, sep]
     for c in res.contenders:
         vals = [s.value for s in c.samples]
@@ -833,6 +936,8 @@ def result_table(res: BenchResult) -> list[str]:
         cpus = [s.cpu_pct for s in c.samples if s.cpu_pct is not None]
         row += f" {median(cpus):.0f} % |" if cpus else " — |"
         row += f" {c.peak_rss_kb / 1024:.1f} MiB |" if c.peak_rss_kb else " — |"
+        others = [s.other_cpu_pct for s in c.samples if s.other_cpu_pct is not None]
+        row += f" {max(others):.0f} % |" if others else " — |"
         status = []
         if c.error and not c.samples:
             status.append(f"**failed**: {md_escape(c.error)}")
@@ -860,9 +965,9 @@ def result_ratios(res: BenchResult) -> tuple[list[str], dict[str, float | None]]
     ratios: dict[str, float | None] = {}
     for a, b in pairs:
         if a in med and b in med:
-            r = fmt_ratio(med[a], med[b])
-            ratios[f"{a}/{b}"] = None if r == "n/a" else float(r)
-            lines.append(f"| {contender_label(a)} / {contender_label(b)} | {r} |")
+            num, den = med[a], med[b]
+            ratios[f"{a}/{b}"] = num / den if num is not None and den else None
+            lines.append(f"| {contender_label(a)} / {contender_label(b)} | {fmt_ratio(num, den)} |")
     if res.latency:
         p99 = {
             c.name: median([s.p99_ms for s in c.samples if s.p99_ms is not None])
@@ -873,6 +978,24 @@ def result_ratios(res: BenchResult) -> tuple[list[str], dict[str, float | None]]
                 f"| p99 latency trioxy / HAProxy | {fmt_ratio(p99['trioxy'], p99['haproxy'])} |"
             )
     return lines, ratios
+
+
+def bottleneck_notes(res: BenchResult) -> list[str]:
+    """Say when a proxy did not saturate its core: then the load side limited the
+    figure, and a ratio against that proxy understates its capacity."""
+    notes = []
+    for c in res.contenders:
+        cpus = [s.cpu_pct for s in c.samples if s.cpu_pct is not None]
+        if c.proc is None and not cpus:
+            continue
+        used = median(cpus)
+        if used is not None and used < SATURATED_PCT:
+            notes.append(
+                f"{contender_label(c.name)} used {used:.0f} % of its core: it was not "
+                "the bottleneck (the load generator/backend core was), so this figure "
+                "understates what it can do."
+            )
+    return notes
 
 
 def target_line(res: BenchResult, ratios: dict[str, float | None]) -> str:
@@ -887,7 +1010,12 @@ def target_line(res: BenchResult, ratios: dict[str, float | None]) -> str:
 
 
 def render_l4_section(
-    opts: Options, results: list[BenchResult], tools: dict[str, str], started: str, took: float
+    opts: Options,
+    results: list[BenchResult],
+    tools: dict[str, str],
+    started: str,
+    took: float,
+    busy_before: float,
 ) -> str:
     m = machine_info()
     out: list[str] = []
@@ -916,8 +1044,15 @@ def render_l4_section(
         "round-robin (starting contender rotates each repetition); all traffic on 127.0.0.1. "
         "*proxy CPU* is the proxy's CPU time over wall time during the runs (100 % = its one "
         "core saturated); *peak RSS* is VmHWM of the proxy process and its children at the "
-        "end of its runs."
+        "end of its runs; *other CPU* is the most CPU (% of one CPU) that processes not "
+        f"started by the harness used during any of the contender's runs (above "
+        f"{NOISY_PCT:g} % the figures are noisy)."
     )
+    if busy_before > BUSY_WARN_PCT:
+        out.append(
+            f"- **Warning**: the machine was not idle before the run ({busy_before:.0f} % "
+            "of all CPUs busy): other load may have skewed these figures."
+        )
     out.append("")
     for res in results:
         out.append(f"### {res.title}")
@@ -929,6 +1064,9 @@ def render_l4_section(
         out.append("")
         out.append(target_line(res, ratios))
         out.append("")
+        for note in bottleneck_notes(res):
+            out.append(f"- {note}")
+            out.append("")
     out.append("### Commands")
     out.append("")
     cmds: dict[str, str] = {}
@@ -1013,6 +1151,7 @@ def results_json(results: list[BenchResult]) -> dict[str, Any]:
                     "p50_ms": median([s.p50_ms for s in c.samples if s.p50_ms is not None]),
                     "p99_ms": median([s.p99_ms for s in c.samples if s.p99_ms is not None]),
                     "cpu_pct": [s.cpu_pct for s in c.samples],
+                    "other_cpu_pct": [s.other_cpu_pct for s in c.samples],
                     "peak_rss_kb": c.peak_rss_kb,
                     "error": c.error,
                     "failures": c.failures,
@@ -1032,6 +1171,8 @@ def print_summary(results: list[BenchResult]) -> None:
         for line in ratio_lines[2:]:
             print("  " + line)
         print("  " + target_line(res, ratios))
+        for note in bottleneck_notes(res):
+            print("  note: " + note)
 
 
 # -------------------------------------------------------------------------- main
@@ -1089,6 +1230,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="store_true",
         help="development mode: 3 s runs and 1 repetition unless --duration/--reps are given",
     )
+    p.add_argument(
+        "--only",
+        choices=L4_BENCHES,
+        action="append",
+        help="run only this benchmark of the l4 suite (repeatable); for development: "
+        "implies --no-write, since the suite's section would be incomplete",
+    )
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t")
     p.add_argument("--wrk-connections", type=int, default=50, help="wrk -c")
     p.add_argument(
@@ -1123,6 +1271,23 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         type=float,
         default=20.0,
         help="seconds to wait for trioxy to listen",
+    )
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help=f"before a suite, wait up to this long for the machine to be idle (under "
+        f"{BUSY_WARN_PCT:g} %% of CPUs busy); if it is still busy, run anyway and say so "
+        "in the report",
+    )
+    p.add_argument(
+        "--noisy-retries",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"repeat a run up to N times when other processes used more than "
+        f"{NOISY_PCT:g} %% of a CPU during it (the last attempt is kept)",
     )
     p.add_argument(
         "--output",
@@ -1177,10 +1342,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         trioxy_cmd=a.trioxy_cmd,
         trioxy_env=env,
         trioxy_start_timeout=a.trioxy_start_timeout,
-        output=None if a.no_write else Path(a.output),
+        output=None if a.no_write or a.only else Path(a.output),
         json_out=Path(a.json_out) if a.json_out else None,
         keep_tmp=a.keep_tmp,
         warmup=a.warmup,
+        wait_idle=max(0.0, a.wait_idle),
+        noisy_retries=max(0, a.noisy_retries),
+        only=list(a.only or L4_BENCHES),
     )
 
 
@@ -1220,18 +1388,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     reg = ProcessRegistry(tmp, opts.pin)
     taken: set[int] = set()
     all_results: dict[str, list[BenchResult]] = {}
+    busy_before: dict[str, float] = {}
     try:
         with terminate_on_sigterm():
             for suite in opts.suites:
+                busy = wait_idle(opts.wait_idle)
+                busy_before[suite] = busy
+                if busy > BUSY_WARN_PCT:
+                    log(f"warning: machine not idle ({busy:.0f} % of CPUs busy); figures may skew")
                 if suite == "l4":
                     log(
                         f"suite l4: contenders {','.join(opts.contenders)}, {opts.reps} reps, "
                         f"bulk {opts.bulk_duration:g}s, rps {opts.rps_duration:g}s"
                     )
-                    res = [
-                        bench_l4_bulk(reg, opts, tools, tmp, taken),
-                        bench_l4_rps(reg, opts, tools, tmp, taken),
-                    ]
+                    res = []
+                    if "bulk" in opts.only:
+                        res.append(bench_l4_bulk(reg, opts, tools, tmp, taken))
+                    if "rps" in opts.only:
+                        res.append(bench_l4_rps(reg, opts, tools, tmp, taken))
                     all_results[suite] = res
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
@@ -1252,7 +1426,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.output is not None:
         for suite, res in all_results.items():
             if suite == "l4":
-                write_section(opts.output, "l4", render_l4_section(opts, res, tools, started, took))
+                write_section(
+                    opts.output,
+                    "l4",
+                    render_l4_section(opts, res, tools, started, took, busy_before[suite]),
+                )
         log(f"wrote {opts.output}")
     if opts.json_out is not None:
         payload = {s: results_json(r) for s, r in all_results.items()}

@@ -15,14 +15,18 @@ least 80). ``level`` is a logging level name (``"debug"``, ``"info"``,
 ``"warning"``...) or number; when the logger does not log at that level the filter
 formats nothing, so a ``dump`` left in a script costs one check per event.
 
-Example: watch what a client sends and what the server answers::
+Example: watch the bytes before and after a filter (put ``dump`` on each side of a
+``connect`` to watch a client and its server)::
 
     import logging
     from pipeline import Proxy
 
     logging.basicConfig(level=logging.INFO)
     proxy = Proxy()
-    proxy.listen(8000).dump("in").connect("127.0.0.1:9000").dump("out")
+    (proxy.listen(8000)
+        .dump("in")
+        .replace_data(lambda ctx, data: data.upper())
+        .dump("out"))
 """
 
 from __future__ import annotations

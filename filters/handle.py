@@ -115,7 +115,8 @@ class HandleMessageEnd(Filter):
 class HandleMessage(Filter):
     """``handle_message(fn, max_size=1 MiB)``: ``fn(ctx, head, body)`` when a message
     is complete. The events still pass on as they come; only the callback waits for
-    the whole body. A body over ``max_size`` bytes ends the stream with an error."""
+    the whole body. A body over ``max_size`` bytes ends the stream with a
+    ``PipelineError``; nothing passes after that."""
 
     name = "handle_message"
 
@@ -128,15 +129,18 @@ class HandleMessage(Filter):
         self.head: Any = None
         self.body: list[bytes] | None = None
         self.size = 0
+        self.failed = False
 
     async def on_event(self, event: Event) -> None:
+        if self.failed:
+            return
         kind = type(event)
         if kind is MessageStart:
             self.head, self.body, self.size = event.head, [], 0  # type: ignore[union-attr]
         elif kind is Data and self.body is not None:
             self.size += len(event.data)  # type: ignore[union-attr]
             if self.size > self.max_size:
-                self.body = None
+                self.body, self.failed = None, True
                 await self.output(
                     StreamEnd(PipelineError(f"handle_message: body over {self.max_size} bytes"))
                 )

@@ -42,9 +42,9 @@ class Context:
             local = local or parent.local
             remote = remote or parent.remote
             listener = listener or parent.listener
-        self.local = local
-        self.remote = remote
-        self.listener = listener
+        self.local: tuple[str, int] | None = local
+        self.remote: tuple[str, int] | None = remote
+        self.listener: str | None = listener
         self.tls: Any = parent.tls if parent is not None else None
         self.vars: dict[str, Any] = {}
 

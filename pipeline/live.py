@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -26,9 +27,17 @@ from .filter import Filter, Output
 if TYPE_CHECKING:
     from .layout import Layout
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "service_nursery"]
 
 log = logging.getLogger("trioxy.pipeline")
+
+#: A nursery that lives as long as the server, for state shared between streams
+#: (mux sessions, health checkers): a stream's own nursery ends with the stream.
+#: Set by :func:`pipeline.runtime.serve` and by :mod:`pipeline.testing`; tasks
+#: inherit it from the task that started them.
+service_nursery: ContextVar[trio.Nursery | None] = ContextVar(
+    "trioxy_service_nursery", default=None
+)
 
 
 class Pipeline:
@@ -110,7 +119,10 @@ class Pipeline:
         self.nursery.start_soon(run, name=name or getattr(fn, "__qualname__", repr(fn)))
 
     def close(self) -> None:
-        """Cancel the pipeline's tasks, close its filters and sub-pipelines."""
+        """Cancel the pipeline's tasks, close its filters and sub-pipelines.
+
+        Cancelled tasks finish at their next checkpoint, so :attr:`task_count`
+        reaches 0 shortly after, not within this call."""
         if self.closed:
             return
         self.closed = True

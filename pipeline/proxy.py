@@ -34,7 +34,9 @@ class ListenerOptions:
     * ``read_timeout``: the client sent nothing for this long while the proxy
       waited for it.
     * ``write_timeout``: the client did not accept data for this long.
-    * ``idle_timeout``: nothing moved in either direction for this long.
+    * ``idle_timeout``: nothing moved in either direction for this long. (A listener
+      whose layout is ``connect`` alone relays in the kernel and uses connect's own
+      ``idle_timeout`` instead.)
     * ``backlog``: the listen queue length.
     """
 

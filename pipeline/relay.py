@@ -57,7 +57,14 @@ import trio
 
 from .errors import ConnectionReset, IdleTimeout, UpstreamError
 
-__all__ = ["PIPE_SIZE", "SPLICE_AVAILABLE", "RelayStats", "relay", "watch_idle"]
+__all__ = [
+    "PIPE_SIZE",
+    "SPLICE_AVAILABLE",
+    "RelayStats",
+    "error_reason",
+    "relay",
+    "watch_idle",
+]
 
 #: ``os.splice`` exists on this platform (Linux, Python >= 3.10).
 SPLICE_AVAILABLE: bool = hasattr(os, "splice")
@@ -159,7 +166,7 @@ async def relay(
                         await _pump_copy(src_fd, dst_fd, flow, buffer_size)
                 except (OSError, trio.ClosedResourceError) as exc:
                     if stats.error is None:
-                        stats.error = _reason(exc)
+                        stats.error = error_reason(exc)
                     nursery.cancel_scope.cancel()
                     return
                 try:
@@ -289,7 +296,7 @@ async def _pump_copy(src: int, dst: int, flow: _Flow, size: int) -> None:
             await trio.lowlevel.checkpoint()
 
 
-def _reason(exc: BaseException) -> UpstreamError:
+def error_reason(exc: BaseException) -> UpstreamError:
     """The typed reason a relay ended on a socket error."""
     if isinstance(exc, trio.ClosedResourceError):
         return ConnectionReset("socket closed while relaying")

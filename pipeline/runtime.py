@@ -29,7 +29,6 @@ import logging
 import signal
 import socket as stdsocket
 from collections.abc import Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import trio
@@ -37,7 +36,7 @@ import trio
 from .context import Context
 from .errors import ConfigError, IdleTimeout, ReadTimeout, WriteTimeout
 from .events import Data, Event, StreamEnd
-from .live import Pipeline
+from .live import Pipeline, service_nursery
 from .proxy import ListenerSpec, ProxyConfig
 
 __all__ = ["ListenError", "Server", "serve", "service_nursery"]
@@ -45,12 +44,6 @@ __all__ = ["ListenError", "Server", "serve", "service_nursery"]
 log = logging.getLogger("trioxy.runtime")
 
 READ_SIZE = 65536
-
-#: A nursery that lives as long as the server, for state shared between streams
-#: (mux sessions, health checkers). Set by :func:`serve` and by the test harness.
-service_nursery: ContextVar[trio.Nursery | None] = ContextVar(
-    "trioxy_service_nursery", default=None
-)
 
 
 class ListenError(ConfigError):
@@ -304,17 +297,16 @@ class Connection:
                     self.pipeline = pipeline = Pipeline(
                         self.listener.spec.layout, self.context, nursery, self.write
                     )
-                    if options.idle_timeout is not None:
-                        nursery.start_soon(self._watch_idle, options.idle_timeout)
+                    filters = pipeline.filters
+                    relay = getattr(filters[0], "relay", None) if len(filters) == 1 else None
                     try:
-                        relay = (
-                            getattr(pipeline.filters[0], "relay", None)
-                            if len(pipeline.filters) == 1
-                            else None
-                        )
                         if relay is not None:
+                            # A pure byte relay times itself out (connect's idle_timeout):
+                            # its bytes never pass through this object.
                             await relay(self.client)
                         else:
+                            if options.idle_timeout is not None:
+                                nursery.start_soon(self._watch_idle, options.idle_timeout)
                             await self._pump(pipeline, options.read_timeout)
                     finally:
                         pipeline.close()

@@ -33,7 +33,7 @@ import trio.testing
 from .context import Context
 from .events import Data, Event, StreamEnd
 from .layout import Builder, Layout
-from .live import Pipeline
+from .live import Pipeline, service_nursery
 from .script import load_script
 
 __all__ = ["Harness", "join_data", "open_pipeline", "run_layout", "run_listener"]
@@ -60,7 +60,11 @@ class Harness:
             self.ended.set()
 
     async def settle(self, timeout: float = 5.0) -> list[Event]:
-        """Wait until the pipeline output ``StreamEnd`` or went quiet; the output."""
+        """Wait until the pipeline output ``StreamEnd`` or went quiet; the output.
+
+        "Quiet" is Trio's :func:`~trio.testing.wait_all_tasks_blocked`: a task
+        sleeping in ``trio.sleep`` counts as blocked, so for filters that answer
+        after a delay wait on :attr:`ended` instead (or use an autojump clock)."""
         with trio.move_on_after(timeout):
             async with trio.open_nursery() as nursery:
 
@@ -96,6 +100,7 @@ async def open_pipeline(
     if isinstance(layout, Builder):
         layout = layout.build({})
     async with trio.open_nursery() as nursery:
+        token = service_nursery.set(nursery) if service_nursery.get() is None else None
         harness: Harness
         pipeline = Pipeline(
             layout,
@@ -108,6 +113,9 @@ async def open_pipeline(
             yield harness
         finally:
             pipeline.close()
+            nursery.cancel_scope.cancel()  # shared sessions the pipeline opened end too
+            if token is not None:
+                service_nursery.reset(token)
     if pipeline.task_count:
         raise AssertionError(f"{pipeline} left {pipeline.task_count} task(s) running")
 

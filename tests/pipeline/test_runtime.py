@@ -261,3 +261,28 @@ async def test_no_task_is_left_after_streams_end() -> None:
             while server.streams:
                 await trio.sleep(0.01)
         assert started[0]() == 0
+
+
+async def test_write_timeout_closes_a_client_that_does_not_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "trioxy")
+
+    class Flood(Filter):
+        name = "flood_test"
+
+        async def on_event(self, event: Event) -> None:
+            chunk = Data(b"x" * 65536)
+            while True:  # until the write times out and the stream is cancelled
+                await self.output(chunk)
+
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0", write_timeout=0.2).add_filter(Flood)
+    async with running(proxy) as server:
+        stream = await connect(server.ports[0])
+        await stream.send_all(b"go")
+        with trio.fail_after(10):
+            while server.streams:  # the client reads nothing; the server gives up
+                await trio.sleep(0.05)
+        await stream.aclose()
+    assert any("client accepted nothing" in r.getMessage() for r in caplog.records)

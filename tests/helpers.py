@@ -1,0 +1,195 @@
+"""Helpers for end-to-end tests: free ports, waiting for listeners, and running
+``trioxy run`` or ``python -m http.server`` as subprocesses that are always
+stopped, even when the test fails.
+
+Import them from any test module::
+
+    from tests.helpers import free_port, http_server, run_trioxy
+
+    def test_through_proxy(tmp_path):
+        (tmp_path / "hi.txt").write_text("hi")
+        with http_server(tmp_path) as up:
+            port = free_port()
+            env = {"LISTEN": f"127.0.0.1:{port}", "UPSTREAMS": f"127.0.0.1:{up}"}
+            with run_trioxy("scripts/tcp_proxy.py", env=env) as proxy:
+                proxy.wait_listening(port)
+                ...
+            print(proxy.stderr)          # everything it logged, once stopped
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = [
+    "ROOT",
+    "TRIOXY",
+    "Process",
+    "free_port",
+    "http_server",
+    "is_listening",
+    "run_trioxy",
+    "wait_for_port",
+]
+
+#: The repository root.
+ROOT = Path(__file__).resolve().parent.parent
+#: The ``trioxy`` console script of the environment running the tests.
+TRIOXY = str(Path(sys.executable).parent / "trioxy")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the kernel's pick for port 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    """Wait until a TCP connection to ``host:port`` succeeds (the connection is
+    closed at once). Raises ``TimeoutError``. Use :func:`is_listening` instead when
+    a probe connection would disturb the server (a proxy would dial upstream)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from exc
+            time.sleep(0.05)
+
+
+def is_listening(port: int) -> bool:
+    """Whether a TCP socket of this host listens on ``port`` (read from
+    ``/proc/net/tcp*``: no connection is made)."""
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+class Process:
+    """A running subprocess whose stderr goes to a file (so it never blocks on a
+    full pipe) and can be read at any time."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> None:
+        self.argv = list(argv)
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    @property
+    def stderr(self) -> str:
+        """Everything the process wrote to stderr so far."""
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace")
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def wait_listening(self, port: int, timeout: float = 15.0) -> None:
+        """Wait until the process listens on ``port``; fail early, with its stderr,
+        if it exits first."""
+        deadline = time.monotonic() + timeout
+        while not is_listening(port):
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{' '.join(self.argv)} exited with {self.proc.returncode} before "
+                    f"listening on {port}; stderr:\n{self.stderr}"
+                )
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"not listening on {port} after {timeout}s:\n{self.stderr}")
+            time.sleep(0.05)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        """Wait for the process to exit on its own; its exit status."""
+        return self.proc.wait(timeout)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
+        """Send ``sig`` (a clean stop), then SIGKILL if it has not exited within
+        ``timeout``; its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.stop()
+        self._stderr.close()
+
+
+def _env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONWARNINGS", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+@contextmanager
+def run_trioxy(
+    script: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+) -> Iterator[Process]:
+    """Run ``trioxy run [args] SCRIPT`` (from the repository root, with ``env``
+    added to this process's environment) for the duration of the block; it is
+    stopped with SIGINT (SIGKILL if it hangs) when the block ends, however."""
+    proc = Process([TRIOXY, "run", *args, str(script)], _env(env), ROOT)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextmanager
+def http_server(directory: str | os.PathLike[str]) -> Iterator[int]:
+    """Serve ``directory`` with ``python -m http.server`` on a free loopback port
+    for the duration of the block; yields the port."""
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "http.server",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        str(directory),
+    ]
+    proc = Process(argv, _env(None), ROOT)
+    try:
+        proc.wait_listening(port)
+        yield port
+    finally:
+        proc.close()
