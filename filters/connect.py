@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -451,8 +452,8 @@ class Connect(Filter):
             raise _DialError(f"timed out after {self.connect_timeout:g}s", timeout=True) from None
         if last is None:
             raise _DialError(f"no address for {host!r}")
-        reason = (last.strerror or str(last)).lower()
-        raise _DialError(reason)
+        # trio's message repeats the address; the errno's text is what a reader needs.
+        raise _DialError(os.strerror(last.errno).lower() if last.errno else str(last))
 
     def _describe(self) -> str:
         if self._balancer is not None:

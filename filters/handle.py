@@ -2,7 +2,8 @@
 
 Callbacks take the stream's :class:`~pipeline.context.Context` first; they may be
 plain functions or ``async def``. What they return is ignored (use ``replace_*``
-to change events). An exception in a callback ends the stream, with one log line.
+to change events). An exception in a callback propagates to whoever fed the event;
+under ``trioxy run`` the runtime ends that stream (only that one) with one log line.
 
 ===========================  ======================================================
 builder method               callback
@@ -15,12 +16,21 @@ builder method               callback
 ``handle_stream_end(fn)``    ``fn(ctx, error)`` on ``StreamEnd`` (``error`` or None)
 ===========================  ======================================================
 
-Example: log each request's head and tag the context::
+Example: tag each message's context with the time it was seen, and count bytes::
+
+    import time
+    from pipeline import Proxy
 
     def seen(ctx, head):
         ctx.set(first_seen=time.time())
 
-    proxy.listen(8080).demux().to(lambda p: p.handle_message_start(seen).connect(UP))
+    def count(ctx, data):
+        ctx.set(received=ctx.get("received", 0) + len(data))
+
+    proxy = Proxy()
+    (proxy.listen(8080)
+        .handle_data(count)
+        .demux().to(lambda p: p.handle_message_start(seen).connect("127.0.0.1:9000")))
 """
 
 from __future__ import annotations
@@ -122,8 +132,8 @@ class HandleMessage(Filter):
 
     def __init__(self, fn: Callable[..., Any], max_size: int = 1 << 20) -> None:
         _check_callable(fn)
-        if max_size < 0:
-            raise ValueError("max_size must be >= 0")
+        if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < 0:
+            raise ValueError(f"max_size must be a whole number of bytes >= 0, got {max_size!r}")
         self.fn = as_async(fn)
         self.max_size = max_size
         self.head: Any = None

@@ -169,7 +169,7 @@ def test_wrong_arguments_are_config_errors() -> None:
     builder = Proxy().pipeline("t")
     with pytest.raises(ConfigError, match="missing a required argument"):
         builder.handle_data()
-    with pytest.raises(ConfigError, match="max_size must be >= 0"):
+    with pytest.raises(ConfigError, match="max_size must be a whole number of bytes >= 0"):
         builder.handle_message(print, max_size=-1)
     with pytest.raises(ConfigError, match="too many positional arguments"):
         builder.handle_stream_end(print, 1)
