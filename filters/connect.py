@@ -317,12 +317,15 @@ class Connect(Filter):
 
     # Zero-copy mode -------------------------------------------------------------
 
-    async def relay(self, client: trio.socket.SocketType) -> None:
+    async def relay(
+        self, client: trio.socket.SocketType, idle_timeout: float | None = None
+    ) -> None:
         """Serve a whole connection without events: connect (with the same
         failover, retries and logging as the event path), then relay the bytes
         both ways in the kernel until both sides are done. The caller owns and
         closes ``client``; when no server answers it is closed at once, so the
-        client sees the end promptly."""
+        client sees the end promptly. ``idle_timeout`` is the listener's: the
+        shorter of it and this filter's own applies."""
         sock = await self._open()
         if sock is None:
             client.close()
@@ -333,8 +336,9 @@ class Connect(Filter):
         except OSError:
             pass  # not TCP (a socketpair in a test): nothing to tune
         try:
+            limits = [t for t in (idle_timeout, self.idle_timeout) if t is not None]
             self.stats = await relay_sockets(
-                client, sock, idle_timeout=self.idle_timeout, buffer_size=self.read_buffer
+                client, sock, idle_timeout=min(limits, default=None), buffer_size=self.read_buffer
             )
         finally:
             self.sock = None
@@ -471,13 +475,3 @@ class Connect(Filter):
 @hookimpl
 def trioxy_filters() -> list[type[Filter]]:
     return [Connect]
-
-
-# Balancers are what connect consumes; they register from here too, so that the
-# "round-robin" name exists even while filters.balance is not in the engine's
-# list of built-in plugin modules. (Registering both is harmless: same dict.)
-@hookimpl
-def trioxy_balancers() -> dict[str, Any]:
-    from .balance import trioxy_balancers as balancers
-
-    return balancers()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -128,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             sys.stdout.write(render(script.listeners, script.layouts))
             return 0
+        raise_open_file_limit()
         if args.workers > 1:
             return _run_workers(script, args.workers, args.grace_period)
         trio.run(_serve, script, args.grace_period, False)
@@ -137,6 +139,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+
+
+def raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard limit: a proxy holds two sockets
+    per stream, and the zero-copy relay two pipes more, so the usual soft limit of
+    1024 would cap it near 170 streams."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
 
 
 async def _serve(script: Script, grace_period: float, reuse_port: bool) -> None:

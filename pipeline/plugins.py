@@ -30,6 +30,7 @@ __all__ = [
 
 #: Modules whose ``@hookimpl`` functions register the built-in filters.
 BUILTIN_PLUGINS: tuple[str, ...] = (
+    "filters.balance",
     "filters.connect",
     "filters.demux",
     "filters.mux",

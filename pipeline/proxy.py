@@ -35,8 +35,8 @@ class ListenerOptions:
       waited for it.
     * ``write_timeout``: the client did not accept data for this long.
     * ``idle_timeout``: nothing moved in either direction for this long. (A listener
-      whose layout is ``connect`` alone relays in the kernel and uses connect's own
-      ``idle_timeout`` instead.)
+      whose layout is ``connect`` alone relays in the kernel: the shorter of this
+      and connect's own ``idle_timeout`` applies.)
     * ``backlog``: the listen queue length.
     """
 

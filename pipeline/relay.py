@@ -31,8 +31,9 @@ Semantics:
   the last byte.
 * **Zero copy.** On Linux the bytes go through a pipe per direction with
   ``os.splice`` and never enter Python (``splice=None`` picks it when available,
-  ``False`` forces the copy path, ``True`` insists on splice). The copy path reads
-  into one preallocated buffer per direction.
+  ``False`` forces the copy path, ``True`` requires ``os.splice``). A socket type
+  the kernel cannot splice falls back to copying before any byte moved. The copy
+  path reads into one preallocated buffer per direction.
 
 Why the loops look the way they do: each chunk costs system calls and trips
 through trio's scheduler, and those are the whole cost of a relay in Python. So

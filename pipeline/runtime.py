@@ -301,9 +301,10 @@ class Connection:
                     relay = getattr(filters[0], "relay", None) if len(filters) == 1 else None
                     try:
                         if relay is not None:
-                            # A pure byte relay times itself out (connect's idle_timeout):
-                            # its bytes never pass through this object.
-                            await relay(self.client)
+                            # A pure byte relay times itself out: its bytes never
+                            # pass through this object, so the watchdog below could
+                            # not see them.
+                            await relay(self.client, options.idle_timeout)
                         else:
                             if options.idle_timeout is not None:
                                 nursery.start_soon(self._watch_idle, options.idle_timeout)

@@ -79,8 +79,11 @@ def load_script(path: str | os.PathLike[str]) -> Script:
             config = proxy.build()
             listeners.extend(config.listeners)
             layouts.update(config.layouts)
-    except ConfigError:
+    except ConfigError as exc:
         sys.modules.pop(module_name, None)
+        if exc.filename is None:  # raised by the script's own code: locate it
+            located = _located(exc, filename)
+            raise ConfigError(exc.reason, located.filename, located.lineno) from None
         raise
     except SyntaxError as exc:
         sys.modules.pop(module_name, None)

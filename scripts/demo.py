@@ -22,13 +22,13 @@ Environment variables:
 ``ECHO_LISTEN``  where the echo service listens, default ``127.0.0.1:7000``
 """
 
-import os
 import sys
 
 from pipeline import Proxy
+from pipeline.settings import address, setting
 
-LISTEN = os.environ.get("LISTEN", "127.0.0.1:8000")
-ECHO_LISTEN = os.environ.get("ECHO_LISTEN", "127.0.0.1:7000")
+LISTEN = setting("LISTEN", "127.0.0.1:8000", address)
+ECHO_LISTEN = setting("ECHO_LISTEN", "127.0.0.1:7000", address)
 
 proxy = Proxy()
 
@@ -42,8 +42,8 @@ HOST, _, PORT = LISTEN.rpartition(":")
 print(
     f"trioxy demo: TCP proxy on {LISTEN} -> echo service on {ECHO_LISTEN}\n"
     f"  try:  printf 'hello\\n' | nc -q1 {HOST} {PORT}\n"
-    f'        python3 -c "import socket; s = socket.create_connection((\'{HOST}\', {PORT}));'
-    f' s.sendall(b\'hello\'); print(s.recv(99))"\n'
+    f"        python3 -c \"import socket; s = socket.create_connection(('{HOST}', {PORT}));"
+    f" s.sendall(b'hello'); print(s.recv(99))\"\n"
     "  stop: Ctrl-C",
     file=sys.stderr,
 )

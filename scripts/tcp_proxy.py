@@ -29,57 +29,13 @@ Environment variables (a bad value stops the script at load with one line
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Callable
-from typing import TypeVar
-
 from filters.balance import RoundRobin
-from pipeline import ConfigError, Proxy
-from pipeline.address import format_address, parse_address
-
-T = TypeVar("T")
-
-
-def setting(name: str, default: str, parse: Callable[[str], T]) -> T:
-    """The environment variable ``name`` (``default`` when unset or empty) parsed
-    by ``parse``; a bad value is a ConfigError at the line asking for it."""
-    raw = os.environ.get(name, "").strip() or default
-    try:
-        return parse(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r}: {exc}", __file__, sys._getframe(1).f_lineno) from None
-
-
-def address(text: str) -> str:
-    return format_address(*parse_address(text))
+from pipeline import Proxy
+from pipeline.settings import address, count, optional, seconds, setting
 
 
 def upstreams(text: str) -> RoundRobin:
     return RoundRobin([t for t in (part.strip() for part in text.split(",")) if t])
-
-
-def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError("expected a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise ValueError("expected a positive number of seconds")
-    return value
-
-
-def optional(parse: Callable[[str], T]) -> Callable[[str], T | None]:
-    def parse_or_none(text: str) -> T | None:
-        return None if text.lower() == "none" else parse(text)
-
-    return parse_or_none
-
-
-def count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError("expected a whole number of at least 1 (or 'none')")
-    return int(text)
 
 
 LISTEN = setting("LISTEN", "127.0.0.1:8000", address)

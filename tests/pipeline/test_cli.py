@@ -6,15 +6,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-TRIOXY = str(Path(sys.executable).with_name("trioxy"))
+from tests.helpers import TRIOXY, free_port, run_trioxy
 
 ECHO = """
 import os
@@ -22,42 +19,6 @@ from pipeline import Proxy
 proxy = Proxy()
 proxy.listen(os.environ["LISTEN"])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[str], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"trioxy exited early: {proc.communicate()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
-
-
-@contextmanager
-def trioxy(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [TRIOXY, *args],
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -141,17 +102,17 @@ def test_run_serves_and_stops_gracefully_on_a_signal(tmp_path: Path, signum: int
     script = tmp_path / "echo.py"
     script.write_text(ECHO)
     port = free_port()
-    with trioxy("run", str(script), env={"LISTEN": f"127.0.0.1:{port}"}) as proc:
-        wait_port(port, proc)
+    with run_trioxy(script, env={"LISTEN": f"127.0.0.1:{port}"}) as proc:
+        proc.wait_listening(port)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
             conn.sendall(b"ping")
             assert conn.recv(10) == b"ping"
-            proc.send_signal(signum)  # a stream is open: it may finish
+            proc.proc.send_signal(signum)  # a stream is open: it may finish
             time.sleep(0.2)
             conn.sendall(b"pong")
             assert conn.recv(10) == b"pong"
-        assert proc.wait(timeout=10) == 0
-        err = proc.stderr.read() if proc.stderr else ""
+        assert proc.wait() == 0
+        err = proc.stderr
     assert f"listening on 127.0.0.1:{port}" in err
     assert "shutting down" in err and "stopped" in err
 
@@ -160,16 +121,13 @@ def test_workers_share_the_port(tmp_path: Path) -> None:
     script = tmp_path / "echo.py"
     script.write_text(ECHO)
     port = free_port()
-    with trioxy(
-        "run", "--workers", "2", str(script), env={"LISTEN": f"127.0.0.1:{port}"}
-    ) as proc:
-        wait_port(port, proc)
+    with run_trioxy(script, env={"LISTEN": f"127.0.0.1:{port}"}, args=["--workers", "2"]) as proc:
+        proc.wait_listening(port)
         for i in range(20):
             with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
                 conn.sendall(b"%d" % i)
                 assert conn.recv(10) == b"%d" % i
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-        err = proc.stderr.read() if proc.stderr else ""
+        assert proc.stop(signal.SIGTERM) == 0
+        err = proc.stderr
     assert "started 2 workers" in err
     assert err.count(f"listening on 127.0.0.1:{port}") == 2

@@ -8,8 +8,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from pipeline import ConfigError, Data, Filter, Proxy, StreamEnd, hookimpl
-from pipeline import plugins
+from pipeline import ConfigError, Data, Filter, Proxy, StreamEnd, hookimpl, plugins
 from pipeline.testing import run_layout
 
 

@@ -91,3 +91,15 @@ async def test_run_listener_runs_a_scripts_pipeline_in_memory(tmp_path: Path) ->
     )
     out = await run_listener(path, [b"ping", StreamEnd()])
     assert out == [Data(b"ping"), StreamEnd()]
+
+
+def test_a_config_error_raised_by_script_code_is_located(tmp_path: Path) -> None:
+    path = tmp_path / "raises.py"
+    path.write_text(
+        "from pipeline import ConfigError, Proxy\n"
+        "Proxy()\n"
+        "raise ConfigError('PORT must be a number')\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_script(path)
+    assert str(info.value) == f"{path.resolve()}:3: PORT must be a number"
