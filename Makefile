@@ -33,8 +33,8 @@ test: $(STAMP) deps-test
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check pipeline filters protocols scripts tests bench
-	$(VENV)/bin/ruff check pipeline filters protocols scripts tests bench
+	$(VENV)/bin/ruff format --check pipeline filters protocols scripts examples tests bench
+	$(VENV)/bin/ruff check pipeline filters protocols scripts examples tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -989,7 +989,13 @@ def bottleneck_notes(res: BenchResult) -> list[str]:
         if c.proc is None and not cpus:
             continue
         used = median(cpus)
-        if used is not None and used < SATURATED_PCT:
+        others = [s.other_cpu_pct for s in c.samples if s.other_cpu_pct is not None]
+        if others and max(others) > NOISY_PCT:
+            notes.append(
+                f"{contender_label(c.name)}'s runs were noisy: other processes used up to "
+                f"{max(others):.0f} % of a CPU during them; rerun on an idle machine."
+            )
+        elif used is not None and used < SATURATED_PCT:
             notes.append(
                 f"{contender_label(c.name)} used {used:.0f} % of its core: it was not "
                 "the bottleneck (the load generator/backend core was), so this figure "
@@ -1006,6 +1012,14 @@ def target_line(res: BenchResult, ratios: dict[str, float | None]) -> str:
         verdict = f"**met** (trioxy = {r:.2f} {TIMES} HAProxy)"
     else:
         verdict = f"**not met** (trioxy = {r:.2f} {TIMES} HAProxy)"
+    noisy = any(
+        (s.other_cpu_pct or 0.0) > NOISY_PCT
+        for c in res.contenders
+        if c.name in ("trioxy", "haproxy")
+        for s in c.samples
+    )
+    if r is not None and noisy:
+        verdict += " — *noisy runs, not conclusive*"
     return f"Target: {res.target_text} — {verdict}"
 
 
