@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 TEST_DEBS := curl
 BENCH_DEBS := nginx-light haproxy wrk iperf3 curl
 
-.PHONY: run test check lint typecheck bench docs clean deps-test deps-bench
+.PHONY: run test lint typecheck bench docs clean deps-test deps-bench
 
 $(STAMP): pyproject.toml tests/plugin_example/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ deps-bench:
 run: $(STAMP)
 	$(VENV)/bin/trioxy run scripts/demo.py
 
-test: $(STAMP) deps-test
+test: $(STAMP) deps-test lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
@@ -38,8 +38,6 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
-
-check: lint typecheck test
 
 docs: $(STAMP)
 	$(PY) -m pipeline.docgen > docs/filters.md
