@@ -63,9 +63,11 @@ def trioxy_balancers() -> dict[str, Any]:  # type: ignore[empty-body]
 
 @hookspec
 def trioxy_startup(config: ProxyConfig) -> None:
-    """The runtime is about to serve ``config`` (after listeners are bound)."""
+    """The runtime is about to serve ``config``: its listeners are bound, nothing
+    is accepted yet. An exception here stops the server before it serves."""
 
 
 @hookspec
 def trioxy_shutdown(config: ProxyConfig) -> None:
-    """The runtime has stopped serving ``config``."""
+    """The runtime has stopped serving ``config`` (listeners closed, streams over),
+    however it stopped."""

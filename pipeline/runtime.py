@@ -37,6 +37,7 @@ from .context import Context
 from .errors import ConfigError, IdleTimeout, ReadTimeout, WriteTimeout
 from .events import Data, Event, StreamEnd
 from .live import Pipeline, service_nursery
+from .plugins import plugin_manager
 from .proxy import ListenerSpec, ProxyConfig
 
 __all__ = ["ListenError", "Server", "serve", "service_nursery"]
@@ -141,11 +142,12 @@ async def serve(
 ) -> None:
     """Serve until shut down. ``task_status.started`` gets the :class:`Server`
     once every listener is bound (use ``await nursery.start(serve, ...)``)."""
-    if isinstance(specs, ProxyConfig):
-        specs = specs.listeners
-    listeners = await bind_listeners(specs, reuse_port=reuse_port)
+    config = specs if isinstance(specs, ProxyConfig) else ProxyConfig(tuple(specs), {})
+    listeners = await bind_listeners(config.listeners, reuse_port=reuse_port)
     server = Server(listeners, grace_period)
+    hooks = plugin_manager().hook
     try:
+        hooks.trioxy_startup(config=config)
         async with trio.open_nursery() as services:
             token = service_nursery.set(services)
             try:
@@ -156,6 +158,7 @@ async def serve(
     finally:
         for listener in listeners:
             listener.sock.close()
+        hooks.trioxy_shutdown(config=config)
 
 
 async def _run(

@@ -55,3 +55,39 @@ def test_a_name_registered_twice_is_a_clear_error() -> None:
     finally:
         pm.unregister(clash)
         plugins.filter_registry.cache_clear()
+
+
+async def test_lifecycle_hooks_run_once_around_serving() -> None:
+    import trio
+
+    from pipeline.proxy import ProxyConfig
+    from pipeline.runtime import serve
+
+    calls: list[tuple[str, int]] = []
+
+    class Lifecycle:
+        @hookimpl
+        def trioxy_startup(self, config: ProxyConfig) -> None:
+            calls.append(("startup", len(config.listeners)))
+
+        @hookimpl
+        def trioxy_shutdown(self, config: ProxyConfig) -> None:
+            calls.append(("shutdown", len(config.listeners)))
+
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0")
+    pm = plugins.plugin_manager()
+    lifecycle = Lifecycle()
+    pm.register(lifecycle)
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: serve(
+                    proxy.build(), handle_signals=False, task_status=task_status
+                )
+            )
+            assert calls == [("startup", 1)]
+            server.shutdown()
+        assert calls == [("startup", 1), ("shutdown", 1)]
+    finally:
+        pm.unregister(lifecycle)
