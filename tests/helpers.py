@@ -193,3 +193,8 @@ def http_server(directory: str | os.PathLike[str]) -> Iterator[int]:
         yield port
     finally:
         proc.close()
+
+
+def here() -> int:
+    """The line number of the caller (to check that errors point at it)."""
+    return sys._getframe(1).f_lineno

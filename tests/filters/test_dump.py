@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from typing import Any
 
 import pytest
@@ -13,10 +12,7 @@ import filters.dump
 from pipeline import ConfigError, Context, Data, Event, MessageEnd, MessageStart, Proxy, StreamEnd
 from pipeline.errors import ConnectRefused
 from pipeline.testing import run_layout
-
-
-def here() -> int:
-    return sys._getframe(1).f_lineno
+from tests.helpers import here
 
 
 def dump(*args: Any, **kwargs: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytest
@@ -20,10 +19,7 @@ from pipeline import (
 )
 from pipeline.errors import ConnectRefused
 from pipeline.testing import open_pipeline, run_layout
-
-
-def here() -> int:
-    return sys._getframe(1).f_lineno
+from tests.helpers import here
 
 
 def handle(method: str, *args: Any, **kwargs: Any) -> Any:

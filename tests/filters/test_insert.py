@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
 import pytest
@@ -21,10 +20,7 @@ from pipeline import (
 )
 from pipeline.errors import ConnectRefused
 from pipeline.testing import open_pipeline, run_layout
-
-
-def here() -> int:
-    return sys._getframe(1).f_lineno
+from tests.helpers import here
 
 
 def insert(*args: Any, **kwargs: Any) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 from typing import Any
 
 import pytest
@@ -24,10 +23,7 @@ from pipeline import (
     StreamEnd,
 )
 from pipeline.testing import open_pipeline, run_layout
-
-
-def here() -> int:
-    return sys._getframe(1).f_lineno
+from tests.helpers import here
 
 
 def split(*args: Any, **kwargs: Any) -> Any:

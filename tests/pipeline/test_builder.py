@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from pipeline import ConfigError, Data, Filter, MessageEnd, MessageStart, Proxy, StreamEnd
 from pipeline.layout import Layout
 from pipeline.testing import run_layout
-
-
-def here() -> int:
-    """The line number of the caller."""
-    return sys._getframe(1).f_lineno
+from tests.helpers import here
 
 
 def assert_located(exc: ConfigError, line: int) -> None:
