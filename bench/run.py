@@ -49,8 +49,10 @@ REPO = Path(__file__).resolve().parent.parent
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 DEFAULT_OUTPUT = REPO / "BENCHMARKS.md"
 DEFAULT_TRIOXY_CMD = ".venv/bin/trioxy run scripts/tcp_proxy.py"
+#: The same proxy with a pass-through filter, forcing the event path (no splice).
+EVENTS_TRIOXY_CMD = ".venv/bin/trioxy run bench/conf/tcp_proxy_events.py"
 
-CONTENDERS = ("direct", "haproxy", "trioxy")
+CONTENDERS = ("direct", "haproxy", "trioxy", "trioxy-events")
 SUITES = ("l4",)
 L4_BENCHES = ("bulk", "rps")
 
@@ -64,7 +66,7 @@ TOOL_PACKAGES = {
 }
 #: Tools each contender / suite needs.
 SUITE_TOOLS = {"l4": ("iperf3", "wrk", "nginx")}
-CONTENDER_TOOLS = {"direct": (), "haproxy": ("haproxy",), "trioxy": ()}
+CONTENDER_TOOLS = {"direct": (), "haproxy": ("haproxy",), "trioxy": (), "trioxy-events": ()}
 
 TIMES = "\u00d7"  # multiplication sign (ruff flags the literal character)
 #: A run during which other processes used more than this (% of one CPU) is noisy.
@@ -513,8 +515,9 @@ def start_contenders(
                 c.command = f"taskset -c {opts.proxy_cpu} haproxy -f haproxy.cfg -db"
                 c.proc = reg.start(f"haproxy-{label}", argv, opts.proxy_cpu)
                 wait_listening(c.proc, port, 10)
-            elif name == "trioxy":
-                argv = shlex.split(opts.trioxy_cmd)
+            elif name in ("trioxy", "trioxy-events"):
+                cmd = opts.trioxy_cmd if name == "trioxy" else EVENTS_TRIOXY_CMD
+                argv = shlex.split(cmd)
                 env = {
                     "LISTEN": f"127.0.0.1:{port}",
                     "UPSTREAMS": f"127.0.0.1:{upstream_port}",
@@ -523,14 +526,14 @@ def start_contenders(
                 extra = " ".join(f"{k}={v}" for k, v in opts.trioxy_env.items())
                 c.command = (
                     f"LISTEN=127.0.0.1:PORT UPSTREAMS=127.0.0.1:PORT {extra} "
-                    f"taskset -c {opts.proxy_cpu} {opts.trioxy_cmd}"
+                    f"taskset -c {opts.proxy_cpu} {cmd}"
                 ).replace("  ", " ")
                 if not (REPO / argv[0]).exists() and shutil.which(argv[0]) is None:
                     raise BenchError(f"{argv[0]} not found")
                 script = next((a for a in argv if a.endswith(".py")), None)
                 if script and not (REPO / script).exists():
                     raise BenchError(f"{script} not found")
-                c.proc = reg.start(f"trioxy-{label}", argv, opts.proxy_cpu, env=env)
+                c.proc = reg.start(f"{name}-{label}", argv, opts.proxy_cpu, env=env)
                 wait_listening(c.proc, port, opts.trioxy_start_timeout)
             else:
                 raise BenchError(f"unknown contender {name}")
@@ -909,7 +912,12 @@ def trioxy_revision() -> str:
 
 
 def contender_label(name: str) -> str:
-    return {"direct": "direct", "haproxy": "HAProxy", "trioxy": "trioxy"}.get(name, name)
+    return {
+        "direct": "direct",
+        "haproxy": "HAProxy",
+        "trioxy": "trioxy",
+        "trioxy-events": "trioxy, event path",
+    }.get(name, name)
 
 
 def result_table(res: BenchResult) -> list[str]:
@@ -960,7 +968,13 @@ def md_escape(text: str) -> str:
 
 def result_ratios(res: BenchResult) -> tuple[list[str], dict[str, float | None]]:
     med = {c.name: median([s.value for s in c.samples]) for c in res.contenders}
-    pairs = [("trioxy", "haproxy"), ("trioxy", "direct"), ("haproxy", "direct")]
+    pairs = [
+        ("trioxy", "haproxy"),
+        ("trioxy", "direct"),
+        ("haproxy", "direct"),
+        ("trioxy-events", "haproxy"),
+        ("trioxy-events", "trioxy"),
+    ]
     lines = ["| ratio | value |", "|---|---:|"]
     ratios: dict[str, float | None] = {}
     for a, b in pairs:
@@ -1060,7 +1074,10 @@ def render_l4_section(
         "core saturated); *peak RSS* is VmHWM of the proxy process and its children at the "
         "end of its runs; *other CPU* is the most CPU (% of one CPU) that processes not "
         f"started by the harness used during any of the contender's runs (above "
-        f"{NOISY_PCT:g} % the figures are noisy)."
+        f"{NOISY_PCT:g} % the figures are noisy). *trioxy, event path* is the same proxy "
+        "with a pass-through `handle_data` filter before `connect` "
+        "(`bench/conf/tcp_proxy_events.py`): the bytes travel as events through the engine "
+        "instead of being spliced, which measures the engine's per-event cost."
     )
     if busy_before > BUSY_WARN_PCT:
         out.append(
