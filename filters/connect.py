@@ -78,6 +78,7 @@ from pipeline.filter import Filter
 from pipeline.hookspecs import hookimpl
 from pipeline.relay import RelayStats, error_reason, watch_idle
 from pipeline.relay import relay as relay_sockets
+from pipeline.sockio import send_all
 
 from ._callback import as_async
 from .balance import Balancer, parse_target
@@ -251,15 +252,11 @@ class Connect(Filter):
 
     async def _send(self, sock: trio.socket.SocketType, data: bytes) -> None:
         try:
-            sent = await sock.send(data)
-            if sent < len(data):
-                view = memoryview(data)
-                while sent < len(data):
-                    sent += await sock.send(view[sent:])
+            await send_all(sock, data)
         except (OSError, trio.ClosedResourceError) as exc:
             self._fail(error_reason(exc))
             return
-        self._moved += sent
+        self._moved += len(data)
 
     def _fail(self, error: BaseException) -> None:
         """End the stream with ``error``: the reader stops and outputs it."""

@@ -39,6 +39,7 @@ from .events import Data, Event, StreamEnd
 from .live import Pipeline, service_nursery
 from .plugins import plugin_manager
 from .proxy import ListenerSpec, ProxyConfig
+from .sockio import send_all
 
 __all__ = ["ListenError", "Server", "serve", "service_nursery"]
 
@@ -75,10 +76,13 @@ class Server:
     streams: set[Connection] = field(default_factory=set)
     _stop: trio.Event = field(default_factory=trio.Event)
     _now: trio.Event = field(default_factory=trio.Event)
+    _drained: trio.Event = field(default_factory=trio.Event)  # set: stopping, no stream left
 
     def shutdown(self, immediate: bool = False) -> None:
         """Stop accepting; open streams get the grace period (none if ``immediate``)."""
         self._stop.set()
+        if not self.streams:
+            self._drained.set()
         if immediate:
             self._now.set()
 
@@ -188,8 +192,7 @@ async def _run(
             with trio.move_on_after(server.grace_period):
                 async with trio.open_nursery() as waiter:
                     waiter.start_soon(_cancel_when, server._now, waiter.cancel_scope)
-                    while server.streams:
-                        await trio.sleep(0.05)
+                    await server._drained.wait()
                     waiter.cancel_scope.cancel()
             if server.streams:
                 log.warning("closing %d stream(s) still open", len(server.streams))
@@ -249,6 +252,8 @@ async def _serve_connection(
     finally:
         listener.active -= 1
         server.streams.discard(conn)
+        if not server.streams and server._stop.is_set():
+            server._drained.set()
         client.close()
         if listener.slots is not None:
             listener.slots.release()
@@ -264,7 +269,6 @@ class Connection:
         "input_ended",
         "listener",
         "output_ended",
-        "pipeline",
         "scope",
         "write_timeout",
     )
@@ -286,7 +290,6 @@ class Connection:
         self.output_ended = trio.Event()
         self.write_timeout = listener.spec.options.write_timeout
         self.scope = trio.CancelScope()
-        self.pipeline: Pipeline | None = None
 
     def __repr__(self) -> str:
         host, port = self.context.remote or ("?", 0)
@@ -297,7 +300,7 @@ class Connection:
         try:
             with self.scope:
                 async with trio.open_nursery() as nursery:
-                    self.pipeline = pipeline = Pipeline(
+                    pipeline = Pipeline(
                         self.listener.spec.layout, self.context, nursery, self.write
                     )
                     filters = pipeline.filters
@@ -382,13 +385,8 @@ class Connection:
                 self.scope.cancel()
 
     async def _send_all(self, data: bytes) -> None:
-        client = self.client
         try:
-            sent = await client.send(data)
-            if sent < len(data):
-                view = memoryview(data)
-                while sent < len(view):
-                    sent += await client.send(view[sent:])
+            await send_all(self.client, data)
         except OSError as exc:
             log.debug("%s: write failed: %s", self, exc)
             self.scope.cancel()

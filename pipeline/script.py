@@ -35,8 +35,9 @@ class Script:
     layouts: dict[str, Layout]
 
     def listener(self, which: int | str = 0) -> ListenerSpec:
-        """A listener by index, by port or by ``"host:port"``."""
-        if isinstance(which, int) and 0 <= which < len(self.listeners) and which < 1024:
+        """A listener by index, by port or by ``"host:port"`` (an int smaller than
+        the number of listeners is an index)."""
+        if isinstance(which, int) and 0 <= which < len(self.listeners):
             return self.listeners[which]
         for spec in self.listeners:
             if which in (spec.port, spec.address, str(spec.port)):
