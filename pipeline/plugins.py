@@ -42,6 +42,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "filters.insert",
     "filters.split",
     "filters.dump",
+    "filters.smux",
 )
 
 
