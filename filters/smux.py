@@ -12,8 +12,8 @@ carrying the fewest streams. ``metadata(ctx)`` (plain or ``async def``) returns 
 ``dict`` of strings sent with the stream's ``OPEN`` frame: the far end turns
 them into context variables (a target, a device's client id...).
 
-``accept_smux(window=262144, max_streams=10000, ...).to(stream_layout)`` is the far
-end, in the pipeline of a listener that the links connect to: every stream opened
+``accept_smux(window=262144, max_streams=10000, drain_timeout=5, ...).to(stream_layout)``
+is the far end, in the pipeline of a listener that the links connect to: every stream opened
 by the near end gets a sub-pipeline of ``stream_layout`` whose context (a child of
 the link's) has the stream's metadata as variables, and whose output goes back on
 the stream.
@@ -32,6 +32,9 @@ Ends and failures:
 * when a link breaks (its connection ended, a protocol error, no answer to
   ``PING`` for ``3 * ping_interval`` seconds) every stream on it ends with
   ``StreamEnd(LinkLost(...))`` on both sides, and new streams open a new link.
+  ``accept_smux`` gives its streams' pipelines up to ``drain_timeout`` seconds to
+  take that end in (and, say, close their upstream sessions cleanly) before the
+  link's pipeline ends;
   Opening links after a failure backs off (``reconnect_delay`` doubling up to
   ``max_reconnect_delay``) while no link works, so a dead far end is not hammered;
   streams wait for the backoff, then fail if the new link fails too;
@@ -614,8 +617,12 @@ class AcceptSmux(Filter):
         max_frame: int = DEFAULT_MAX_FRAME,
         max_streams: int = 10000,
         ping_interval: float = 15.0,
+        drain_timeout: float = 5.0,
     ) -> None:
         _check_common(window, max_frame, ping_interval)
+        if isinstance(drain_timeout, bool) or not isinstance(drain_timeout, (int, float)):
+            raise TypeError(f"drain_timeout must be a number of seconds, got {drain_timeout!r}")
+        self.drain_timeout = float(drain_timeout)
         if isinstance(max_streams, bool) or not isinstance(max_streams, int) or max_streams < 1:
             raise ValueError(f"max_streams must be a positive int, got {max_streams!r}")
         self.window = window
@@ -624,6 +631,8 @@ class AcceptSmux(Filter):
         self.ping_interval = ping_interval
         self._link: _Link | None = None
         self._ended = False
+        self._serving = 0  # streams whose sub-pipeline is still running
+        self._all_served: trio.Event | None = None
 
     def _start(self) -> _Link:
         link = self._link = _Link(
@@ -649,6 +658,7 @@ class AcceptSmux(Filter):
                     len(link.streams),
                 )
             link.fail(LinkLost(f"link closed: {error}" if error else "link closed by the far end"))
+            await self._drain()
             await self.output(StreamEnd())
         if link.closed and not self._ended:
             self._ended = True  # a protocol error: drop the link
@@ -678,7 +688,17 @@ class AcceptSmux(Filter):
         stream.deliver = sub.input
         self.pipeline.start_task(self._serve, stream, sub, name=f"smux stream {stream.id}")
 
+    async def _drain(self) -> None:
+        """Let every stream's pipeline take in its end (``StreamEnd(LinkLost)``) before
+        the link's pipeline ends and cancels them: a gateway may have something to
+        say on the way out (``track_mqtt_session`` sends DISCONNECT)."""
+        with trio.move_on_after(self.drain_timeout):
+            while self._serving:
+                all_served = self._all_served = trio.Event()
+                await all_served.wait()
+
     async def _serve(self, stream: _Stream, sub: Pipeline) -> None:
+        self._serving += 1
         try:
             await stream.run_delivery()
             # Keep the sub-pipeline until both directions are over.
@@ -687,6 +707,9 @@ class AcceptSmux(Filter):
                 await wakeup.wait()
         finally:
             sub.close()
+            self._serving -= 1
+            if not self._serving and self._all_served is not None:
+                self._all_served.set()
 
     def close(self) -> None:
         link = self._link

@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "filters.split",
     "filters.dump",
     "filters.smux",
+    "filters.mqtt_session",
 )
 
 
