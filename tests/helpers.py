@@ -198,3 +198,24 @@ def http_server(directory: str | os.PathLike[str]) -> Iterator[int]:
 def here() -> int:
     """The line number of the caller (to check that errors point at it)."""
     return sys._getframe(1).f_lineno
+
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+@contextmanager
+def mosquitto(tmp_dir: str | os.PathLike[str]) -> Iterator[int]:
+    """Run a real mosquitto broker on a free loopback port (anonymous access, no
+    persistence) for the duration of the block; yields the port."""
+    port = free_port()
+    conf = Path(tmp_dir) / f"mosquitto-{port}.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_keepalive 65535\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+    )
+    proc = Process([MOSQUITTO, "-c", str(conf)], _env(None), ROOT)
+    try:
+        proc.wait_listening(port)
+        yield port
+    finally:
+        proc.close()
