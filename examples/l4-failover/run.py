@@ -5,7 +5,8 @@ itself), puts ``scripts/tcp_proxy.py`` in front of them, and shows with curl:
 
 1. requests alternating between backend A and backend B (round-robin);
 2. backend A stopped: every request now lands on B (failover; the client never
-   notices, and the proxy logs nothing since a backend did answer);
+   notices). After 3 failed connects in a row A is taken out for a while
+   (passive health: one warning line), so connections stop trying it first;
 3. both stopped: curl fails at once (the proxy closes the client), and the proxy
    logs one warning line saying which backends failed and why.
 
@@ -107,8 +108,8 @@ def main() -> None:
             _, server_a = backends["A"]
             server_a.terminate()
             server_a.wait()
-            print("\n2. backend A stopped (failover to B):")
-            for _ in range(4):
+            print("\n2. backend A stopped (failover to B; A taken out after 3 failures):")
+            for _ in range(6):
                 print("   ", curl(listen))
 
             _, server_b = backends["B"]

@@ -25,9 +25,11 @@ def test_the_example_shows_round_robin_failover_and_total_failure() -> None:
         "    hello from backend A",
         "    hello from backend B",
     ]
-    assert failover.splitlines()[1:] == ["    hello from backend B"] * 4
+    assert failover.splitlines()[1:] == ["    hello from backend B"] * 6
     assert "curl failed" in none
     warning_lines = warnings.strip().splitlines()[1:]
-    assert len(warning_lines) == 1
-    assert "no upstream answered" in warning_lines[0]
-    assert warning_lines[0].count("connection refused") == 2
+    assert len(warning_lines) == 2
+    assert "trioxy.health" in warning_lines[0]
+    assert "DOWN (3 failures in a row: connection refused)" in warning_lines[0]
+    assert "no upstream answered" in warning_lines[1]
+    assert warning_lines[1].count("connection refused") == 2
