@@ -70,6 +70,7 @@ from functools import partial
 
 import trio
 
+from pipeline.context import Context
 from pipeline.errors import PipelineError
 from pipeline.events import Event, MessageEnd, MessageStart, StreamEnd
 from pipeline.filter import Filter
@@ -137,7 +138,7 @@ class Demux(Filter):
             sub = slot.sub = self.pipeline.sub(
                 self.sub_layout,
                 partial(self._emit, slot),  # the answer of this slot
-                context=self.pipeline.context.child(),
+                context=self._message_context(event),  # type: ignore[arg-type]
             )
             await sub.input(event)
         elif kind is StreamEnd:
@@ -155,6 +156,11 @@ class Demux(Filter):
                 await target.input(event)
             if kind is MessageEnd:
                 await self._end_input(open_slot, StreamEnd())
+
+    def _message_context(self, start: MessageStart) -> Context:
+        """The context of the sub-pipeline of the message ``start`` begins: a child
+        of the stream's. Protocol demuxers add what the message's filters need."""
+        return self.pipeline.context.child()
 
     async def _end_input(self, slot: _Slot, end: StreamEnd) -> None:
         self._current = None

@@ -52,11 +52,13 @@ pipelined requests in memory::
 
 from __future__ import annotations
 
-from pipeline.events import Event
+from pipeline.context import Context
+from pipeline.events import Event, MessageStart
 from pipeline.filter import Filter, Output
 from pipeline.hookspecs import hookimpl
 
 from .demux import Demux
+from .headers import remember_request
 from .http_codec import DecodeHttpRequest, EncodeHttpResponse, HttpServerState
 
 __all__ = ["DemuxHttp"]
@@ -95,6 +97,13 @@ class DemuxHttp(Demux):
         decoder.output = super().on_event
         self._input = decoder.on_event
         return decoder.on_event
+
+    def _message_context(self, start: MessageStart) -> Context:
+        # Response-side filters (compress_http, request_id...) read the request
+        # they answer from here: events flow one way, so they never see it pass.
+        ctx = self.pipeline.context.child()
+        remember_request(ctx, start.head)
+        return ctx
 
     async def on_event(self, event: Event) -> None:
         feed = self._input or self._wire()

@@ -236,3 +236,21 @@ async def test_connect_is_501(caplog: pytest.LogCaptureFixture) -> None:
     [(status, headers, _)] = responses(join_data(out), ["CONNECT"])
     assert status == 501 and headers[b"connection"] == b"close"
     assert len(http_logs(caplog)) == 1
+
+
+async def test_each_request_is_recorded_in_its_context_for_response_side_filters() -> None:
+    proxy = Proxy()
+    (
+        proxy.pipeline("gz")
+        .demux_http()
+        .to(lambda p: p.serve_http(lambda ctx, req: "x" * 2000).compress_http(min_size=10))
+    )
+    request = b"GET /a HTTP/1.1\r\nHost: h\r\nAccept-Encoding: gzip\r\n\r\n"
+    out = await run_layout(proxy.layout("gz"), [Data(request), StreamEnd()])
+    client = h11.Connection(h11.CLIENT)
+    client.send(h11.Request(method="GET", target="/a", headers=[("Host", "h")]))
+    client.send(h11.EndOfMessage())
+    client.receive_data(join_data(out))
+    response = client.next_event()
+    assert isinstance(response, h11.Response)
+    assert (b"content-encoding", b"gzip") in response.headers
