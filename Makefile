@@ -26,8 +26,10 @@ deps-test:
 deps-bench:
 	@./.ci/apt-install $(BENCH_DEBS)
 
+# The demo: a static site and a load-balanced API on http://127.0.0.1:8080/
+# (scripts/gateway.py; its first lines list the settings, e.g. LISTEN=0.0.0.0:8080).
 run: $(STAMP)
-	$(VENV)/bin/trioxy run scripts/demo.py
+	$(VENV)/bin/trioxy run scripts/gateway.py
 
 test: $(STAMP) deps-test lint typecheck
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -29,7 +29,13 @@ def render(listeners: tuple[ListenerSpec, ...], layouts: dict[str, Layout]) -> s
             for name in ("max_connections", "read_timeout", "write_timeout", "idle_timeout")
             if getattr(opts, name) is not None
         ]
-        title = f"listen {spec.address}" + (f"  ({', '.join(details)})" if details else "")
+        if spec.udp is not None:  # a UDP listener has its own limits (pipeline.udp)
+            udp = spec.udp
+            details = [f"max_peers={udp.max_peers}", f"queue_size={udp.queue_size}"]
+            if udp.idle_timeout is not None:
+                details.insert(0, f"idle_timeout={_fmt(udp.idle_timeout)}")
+        kind = "listen udp" if spec.udp is not None else "listen"
+        title = f"{kind} {spec.address}" + (f"  ({', '.join(details)})" if details else "")
         blocks.append("\n".join([title, *_layout_lines(spec.layout, "")]))
     for name, layout in layouts.items():
         blocks.append("\n".join([f"pipeline {name!r}", *_layout_lines(layout, "")]))

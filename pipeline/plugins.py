@@ -32,8 +32,13 @@ __all__ = [
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "filters.balance",
     "filters.connect",
+    "filters.connect_udp",
+    "filters.dns",
     "filters.demux",
     "filters.mux",
+    "filters.http_codec",
+    "filters.http_demux",
+    "filters.http_mux",
     "filters.fork",
     "filters.branch",
     "filters.link",
@@ -43,6 +48,12 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "filters.split",
     "filters.dump",
     "filters.smux",
+    "filters.mqtt",
+    "filters.serve_http",
+    "filters.compress",
+    "filters.route",
+    "filters.headers",
+    "filters.static",
     "filters.mqtt_session",
 )
 

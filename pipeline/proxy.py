@@ -16,6 +16,7 @@ from .address import format_address, parse_address
 from .errors import ConfigError
 from .layout import Builder, Layout, Location, caller_location
 from .plugins import filter_registry
+from .udp import UdpOptions
 
 __all__ = ["ListenerOptions", "ListenerSpec", "Proxy", "ProxyConfig"]
 
@@ -66,10 +67,17 @@ class ListenerSpec:
     layout: Layout
     options: ListenerOptions
     location: Location
+    #: Set for a UDP listener (:meth:`Proxy.listen_udp`); ``None`` for TCP.
+    udp: UdpOptions | None = None
 
     @property
     def address(self) -> str:
         return format_address(self.host, self.port)
+
+    @property
+    def protocol(self) -> str:
+        """``"tcp"`` or ``"udp"``."""
+        return "tcp" if self.udp is None else "udp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,7 @@ class Proxy:
 
     def __init__(self) -> None:
         self._listeners: list[tuple[str, int, ListenerOptions, Builder]] = []
+        self._udp: dict[int, UdpOptions] = {}  # index in _listeners -> UDP options
         self._named: dict[str, Builder] = {}
         self._registry = filter_registry()
         self._config: ProxyConfig | None = None
@@ -114,7 +123,9 @@ class Proxy:
             )
         except ValueError as exc:
             raise ConfigError(f"listen(): {exc}", *location) from None
-        for other_host, other_port, _, other in self._listeners:
+        for i, (other_host, other_port, _, other) in enumerate(self._listeners):
+            if i in self._udp:
+                continue  # a TCP and a UDP listener may share a port
             if (other_host, other_port) == (host, port) and port != 0:
                 raise ConfigError(
                     f"listen(): {format_address(host, port)} is already a listener "
@@ -123,6 +134,37 @@ class Proxy:
                 )
         builder = Builder(self, f"listen {format_address(host, port)}", location, self._registry)
         self._listeners.append((host, port, options, builder))
+        return builder
+
+    def listen_udp(
+        self,
+        address: int | str,
+        *,
+        idle_timeout: float | None = 60.0,
+        max_peers: int = 10000,
+        queue_size: int = 128,
+    ) -> Builder:
+        """Listen for UDP on ``address`` (same forms as :meth:`listen`) and return the
+        builder of the layout each peer's stream runs: one stream per peer address,
+        one ``Data`` event per datagram. See :mod:`pipeline.udp` for the limits."""
+        location = caller_location()
+        try:
+            host, port = parse_address(address)
+            idle = idle_timeout if idle_timeout is None else float(idle_timeout)
+            udp = UdpOptions(idle, max_peers, queue_size)
+        except ValueError as exc:
+            raise ConfigError(f"listen_udp(): {exc}", *location) from None
+        for i, (other_host, other_port, _, other) in enumerate(self._listeners):
+            if i in self._udp and (other_host, other_port) == (host, port) and port != 0:
+                raise ConfigError(
+                    f"listen_udp(): {format_address(host, port)} is already a UDP listener "
+                    f"(line {other.location[1]})",
+                    *location,
+                )
+        name = f"listen udp {format_address(host, port)}"
+        builder = Builder(self, name, location, self._registry)
+        self._udp[len(self._listeners)] = udp
+        self._listeners.append((host, port, ListenerOptions(idle_timeout=idle), builder))
         return builder
 
     def pipeline(self, name: str) -> Builder:
@@ -144,8 +186,10 @@ class Proxy:
         """Validate every layout and freeze the configuration (idempotent)."""
         if self._config is None:
             listeners = tuple(
-                ListenerSpec(host, port, b.build(self._named), options, b.location)
-                for host, port, options, b in self._listeners
+                ListenerSpec(
+                    host, port, b.build(self._named), options, b.location, self._udp.get(i)
+                )
+                for i, (host, port, options, b) in enumerate(self._listeners)
             )
             layouts = {name: b.build(self._named) for name, b in self._named.items()}
             self._config = ProxyConfig(listeners, layouts)
