@@ -7,5 +7,38 @@ and serializers.
 
 from .errors import ProtocolError
 from .head import Headers, RequestHead, ResponseHead
+from .parser import (
+    EndOfMessage,
+    RequestParser,
+    ResponseParser,
+    expects_100_continue,
+    persistent,
+)
+from .writer import (
+    REASONS,
+    InvalidHeadError,
+    body_framing,
+    chunk,
+    last_chunk,
+    request_head_bytes,
+    response_head_bytes,
+)
 
-__all__ = ["Headers", "ProtocolError", "RequestHead", "ResponseHead"]
+__all__ = [
+    "REASONS",
+    "EndOfMessage",
+    "Headers",
+    "InvalidHeadError",
+    "ProtocolError",
+    "RequestHead",
+    "RequestParser",
+    "ResponseHead",
+    "ResponseParser",
+    "body_framing",
+    "chunk",
+    "expects_100_continue",
+    "last_chunk",
+    "persistent",
+    "request_head_bytes",
+    "response_head_bytes",
+]

@@ -33,9 +33,7 @@ class Headers:
 
     __slots__ = ("_items",)
 
-    def __init__(
-        self, fields: Iterable[tuple[str, str]] | Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, fields: Iterable[tuple[str, str]] | Mapping[str, str] | None = None) -> None:
         if fields is None:
             self._items: list[tuple[str, str]] = []
         elif isinstance(fields, Mapping):
