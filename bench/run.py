@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""trioxy benchmark harness: real load generators against trioxy, HAProxy and a
-direct connection, interleaved in one run, reported as ratios in BENCHMARKS.md.
+"""trioxy benchmark harness: real load generators against trioxy, HAProxy, nginx
+and a direct connection, interleaved in one run, reported as ratios in BENCHMARKS.md.
 
 Suites (one Markdown section each in BENCHMARKS.md, between markers, so that one
 suite can be regenerated without touching the others):
@@ -10,6 +10,10 @@ suite can be regenerated without touching the others):
     ``trioxy run scripts/tcp_proxy.py``; Gbit/s.
   * small-request RPS: wrk against nginx returning a 2-byte body, through the
     same three; requests/s and latency p50/p99.
+* ``http`` -- HTTP reverse proxy: wrk through direct / nginx ``proxy_pass`` /
+  HAProxy ``mode http`` / ``trioxy run scripts/reverse_proxy.py`` to an nginx
+  backend, for a 2-byte body and for a 1 MiB file; requests/s, MiB/s, p50/p99,
+  with ratios and targets against nginx.
 
 The proxy under test is pinned to one core (``taskset -c PROXY_CPU``), the load
 generator and the backend to another (``LOAD_CPU``). Each figure is the median of
@@ -52,9 +56,21 @@ DEFAULT_TRIOXY_CMD = ".venv/bin/trioxy run scripts/tcp_proxy.py"
 #: The same proxy with a pass-through filter, forcing the event path (no splice).
 EVENTS_TRIOXY_CMD = ".venv/bin/trioxy run bench/conf/tcp_proxy_events.py"
 
-CONTENDERS = ("direct", "haproxy", "trioxy", "trioxy-events")
-SUITES = ("l4",)
+#: The HTTP reverse proxy the http suite runs (``LISTEN``, ``UPSTREAMS`` in its environment).
+DEFAULT_TRIOXY_HTTP_CMD = ".venv/bin/trioxy run scripts/reverse_proxy.py"
+
+#: Contenders of each suite, in report order; ``--contenders`` picks among their union.
+SUITE_CONTENDERS = {
+    "l4": ("direct", "haproxy", "trioxy", "trioxy-events"),
+    "http": ("direct", "nginx", "haproxy", "trioxy"),
+}
+CONTENDERS = tuple(dict.fromkeys(c for cs in SUITE_CONTENDERS.values() for c in cs))
+SUITES = tuple(SUITE_CONTENDERS)
 L4_BENCHES = ("bulk", "rps")
+HTTP_BENCHES = ("small", "large")
+SUITE_BENCHES = {"l4": L4_BENCHES, "http": HTTP_BENCHES}
+#: The http suite's large response.
+LARGE_SIZE = 1 << 20
 
 #: Debian package providing each external tool.
 TOOL_PACKAGES = {
@@ -65,8 +81,14 @@ TOOL_PACKAGES = {
     "taskset": "util-linux",
 }
 #: Tools each contender / suite needs.
-SUITE_TOOLS = {"l4": ("iperf3", "wrk", "nginx")}
-CONTENDER_TOOLS = {"direct": (), "haproxy": ("haproxy",), "trioxy": (), "trioxy-events": ()}
+SUITE_TOOLS = {"l4": ("iperf3", "wrk", "nginx"), "http": ("wrk", "nginx")}
+CONTENDER_TOOLS = {
+    "direct": (),
+    "nginx": ("nginx",),
+    "haproxy": ("haproxy",),
+    "trioxy": (),
+    "trioxy-events": (),
+}
 
 TIMES = "\u00d7"  # multiplication sign (ruff flags the literal character)
 #: A run during which other processes used more than this (% of one CPU) is noisy.
@@ -81,6 +103,11 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 class BenchError(Exception):
     """A one-line, user-facing error."""
+
+
+class ContenderSkipped(BenchError):
+    """A contender that cannot run yet (its script does not exist): reported as
+    skipped, with the reason, instead of as a failure."""
 
 
 def log(msg: str) -> None:
@@ -368,6 +395,8 @@ class Sample:
     p99_ms: float | None = None
     other_cpu_pct: float | None = None  # CPU used by processes not ours (% of one CPU)
     note: str = ""
+    rps: float | None = None  # http suite: requests/s and MiB/s, whichever is not value
+    mib_s: float | None = None
 
 
 def parse_iperf3(text: str) -> float:
@@ -404,6 +433,18 @@ class WrkResult:
     p99_ms: float
     requests: int
     errors: str
+    mib_s: float | None = None  # wrk's Transfer/sec (its "MB" are MiB)
+
+
+#: wrk's byte units are powers of 1024.
+_WRK_BYTE_UNITS = {"": 1.0, "K": 1024.0, "M": 1024.0**2, "G": 1024.0**3, "T": 1024.0**4}
+
+
+def _wrk_transfer_mib_s(text: str) -> float | None:
+    m = re.search(r"^Transfer/sec:\s+([\d.]+)([KMGT]?)B\s*$", text, re.M)
+    if not m:
+        return None
+    return float(m.group(1)) * _WRK_BYTE_UNITS[m.group(2)] / (1024.0 * 1024.0)
 
 
 def parse_wrk(text: str) -> WrkResult:
@@ -432,6 +473,7 @@ def parse_wrk(text: str) -> WrkResult:
         _wrk_time_ms(p99_m.group(1)),
         requests,
         "; ".join(errors),
+        _wrk_transfer_mib_s(text),
     )
 
 
@@ -452,6 +494,8 @@ class Options:
     pin: bool
     install: bool
     trioxy_cmd: str
+    trioxy_events_cmd: str
+    trioxy_http_cmd: str
     trioxy_env: dict[str, str]
     trioxy_start_timeout: float
     output: Path | None
@@ -475,11 +519,31 @@ class Contender:
     port: int  # where the load generator connects
     proc: Proc | None = None
     error: str | None = None
+    skipped: str | None = None  # not run, and why (e.g. its script does not exist yet)
     command: str = ""
     config_text: str = ""
     peak_rss_kb: int | None = None
     samples: list[Sample] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+
+
+def suite_contenders(opts: Options, suite: str) -> list[str]:
+    """The contenders chosen with ``--contenders`` that ``suite`` has, in its order."""
+    return [c for c in SUITE_CONTENDERS[suite] if c in opts.contenders]
+
+
+def trioxy_argv(cmd: str) -> list[str]:
+    """``cmd`` split into argv; :class:`ContenderSkipped` when its script does not
+    exist (yet), :class:`BenchError` when its program is missing."""
+    argv = shlex.split(cmd)
+    if not argv:
+        raise BenchError("empty trioxy command")
+    script = next((a for a in argv if a.endswith(".py")), None)
+    if script and not (REPO / script).exists():
+        raise ContenderSkipped(f"{script} missing")
+    if not (REPO / argv[0]).exists() and shutil.which(argv[0]) is None:
+        raise BenchError(f"{argv[0]} not found")
+    return argv
 
 
 def start_contenders(
@@ -490,53 +554,79 @@ def start_contenders(
     taken: set[int],
     tmp: Path,
     label: str,
+    suite: str = "l4",
 ) -> list[Contender]:
     out: list[Contender] = []
-    for name in opts.contenders:
+    upstream = f"127.0.0.1:{upstream_port}"
+    for name in suite_contenders(opts, suite):
         if name == "direct":
             out.append(Contender(name, upstream_port, command="(no proxy)"))
             continue
         port = free_port(taken)
         c = Contender(name, port)
         out.append(c)
+        listen = f"127.0.0.1:{port}"
         try:
             if name == "haproxy":
+                template = "haproxy-http.cfg" if suite == "http" else "haproxy-tcp.cfg"
                 cfg = tmp / f"haproxy-{label}.cfg"
+                cfg.write_text(render(template, listen=listen, upstream=upstream))
                 c.config_text = render(
-                    "haproxy-tcp.cfg",
-                    listen=f"127.0.0.1:{port}",
-                    upstream=f"127.0.0.1:{upstream_port}",
-                )
-                cfg.write_text(c.config_text)
-                c.config_text = render(
-                    "haproxy-tcp.cfg", listen="127.0.0.1:PORT", upstream="127.0.0.1:UPSTREAM_PORT"
+                    template, listen="127.0.0.1:PORT", upstream="127.0.0.1:UPSTREAM_PORT"
                 )
                 argv = [tools["haproxy"], "-f", str(cfg), "-db"]
                 c.command = f"taskset -c {opts.proxy_cpu} haproxy -f haproxy.cfg -db"
                 c.proc = reg.start(f"haproxy-{label}", argv, opts.proxy_cpu)
                 wait_listening(c.proc, port, 10)
+            elif name == "nginx":
+                ndir = tmp / f"nginx-proxy-{label}"
+                ndir.mkdir(exist_ok=True)
+                user_line = "user root;" if os.geteuid() == 0 else ""
+                conf = ndir / "nginx.conf"
+                conf.write_text(
+                    render(
+                        "nginx-proxy.conf",
+                        dir=str(ndir),
+                        listen=listen,
+                        upstream=upstream,
+                        user_line=user_line,
+                    )
+                )
+                c.config_text = render(
+                    "nginx-proxy.conf",
+                    dir="DIR",
+                    listen="127.0.0.1:PORT",
+                    upstream="127.0.0.1:UPSTREAM_PORT",
+                    user_line=user_line,
+                )
+                argv = [tools["nginx"], "-e", str(ndir / "error.log"), "-p", str(ndir)]
+                argv += ["-c", str(conf)]
+                c.command = (
+                    f"taskset -c {opts.proxy_cpu} nginx -e DIR/error.log -p DIR -c DIR/nginx.conf"
+                )
+                c.proc = reg.start(f"nginx-proxy-{label}", argv, opts.proxy_cpu)
+                wait_listening(c.proc, port, 10)
             elif name in ("trioxy", "trioxy-events"):
-                cmd = opts.trioxy_cmd if name == "trioxy" else EVENTS_TRIOXY_CMD
-                argv = shlex.split(cmd)
-                env = {
-                    "LISTEN": f"127.0.0.1:{port}",
-                    "UPSTREAMS": f"127.0.0.1:{upstream_port}",
-                    **opts.trioxy_env,
-                }
+                if suite == "http":
+                    cmd = opts.trioxy_http_cmd
+                elif name == "trioxy":
+                    cmd = opts.trioxy_cmd
+                else:
+                    cmd = opts.trioxy_events_cmd
+                env = {"LISTEN": listen, "UPSTREAMS": upstream, **opts.trioxy_env}
                 extra = " ".join(f"{k}={v}" for k, v in opts.trioxy_env.items())
                 c.command = (
                     f"LISTEN=127.0.0.1:PORT UPSTREAMS=127.0.0.1:PORT {extra} "
                     f"taskset -c {opts.proxy_cpu} {cmd}"
                 ).replace("  ", " ")
-                if not (REPO / argv[0]).exists() and shutil.which(argv[0]) is None:
-                    raise BenchError(f"{argv[0]} not found")
-                script = next((a for a in argv if a.endswith(".py")), None)
-                if script and not (REPO / script).exists():
-                    raise BenchError(f"{script} not found")
+                argv = trioxy_argv(cmd)
                 c.proc = reg.start(f"{name}-{label}", argv, opts.proxy_cpu, env=env)
                 wait_listening(c.proc, port, opts.trioxy_start_timeout)
             else:
                 raise BenchError(f"unknown contender {name}")
+        except ContenderSkipped as exc:
+            c.skipped = str(exc)
+            log(f"{label}: {name} skipped: {exc}")
         except BenchError as exc:
             c.error = str(exc)
             log(f"{label}: {name} failed to start: {exc}")
@@ -590,7 +680,7 @@ def measure(
     during the run: all CPU time spent, minus what the harness's own processes
     (proxies, backend, load generator, itself) spent. Anything well above zero
     means something else competed for the CPUs and the sample is noisy."""
-    if c.error:
+    if c.error or c.skipped:
         return None
     if c.proc is not None and not c.proc.alive():
         c.error = c.proc.why_dead()
@@ -667,6 +757,30 @@ class BenchResult:
     contenders: list[Contender]
     backend_config: str = ""
     latency: bool = False
+    reference: str = "haproxy"  # the contender the target ratio is against
+    ratio_pairs: tuple[tuple[str, str], ...] = ()  # (numerator, denominator); () = l4's
+    secondary: str = ""  # "rps" / "mib_s": a second rate column (http suite)
+    p99_target_ms: float | None = None  # trioxy's median p99 must stay under this
+
+
+#: Ratios reported by the l4 suite.
+L4_RATIO_PAIRS = (
+    ("trioxy", "haproxy"),
+    ("trioxy", "direct"),
+    ("haproxy", "direct"),
+    ("trioxy-events", "haproxy"),
+    ("trioxy-events", "trioxy"),
+)
+#: Ratios reported by the http suite.
+HTTP_RATIO_PAIRS = (
+    ("trioxy", "nginx"),
+    ("trioxy", "haproxy"),
+    ("trioxy", "direct"),
+    ("nginx", "direct"),
+    ("haproxy", "direct"),
+)
+#: Column titles of the secondary rates.
+SECONDARY_UNITS = {"rps": "req/s", "mib_s": "MiB/s"}
 
 
 def bench_l4_bulk(
@@ -721,69 +835,114 @@ def bench_l4_bulk(
     )
 
 
-def bench_l4_rps(
-    reg: ProcessRegistry, opts: Options, tools: dict[str, str], tmp: Path, taken: set[int]
-) -> BenchResult:
-    backend_port = free_port(taken)
-    ndir = tmp / "nginx"
+def start_backend_nginx(
+    reg: ProcessRegistry,
+    opts: Options,
+    tools: dict[str, str],
+    tmp: Path,
+    taken: set[int],
+    template: str,
+    name: str,
+    **values: str,
+) -> tuple[Proc, int, str]:
+    """Start an nginx backend from ``template`` on the load CPU; return the process,
+    its port and its config as shown in the report (paths as DIR, port as PORT)."""
+    port = free_port(taken)
+    ndir = tmp / name
     ndir.mkdir(exist_ok=True)
     conf_text = render(
-        "nginx-tiny.conf",
+        template,
         dir=str(ndir),
-        listen=f"127.0.0.1:{backend_port}",
+        listen=f"127.0.0.1:{port}",
         user_line="user root;" if os.geteuid() == 0 else "",
+        **values,
     )
     conf = ndir / "nginx.conf"
     conf.write_text(conf_text)
     nginx = reg.start(
-        "nginx",
+        name,
         [tools["nginx"], "-e", str(ndir / "nginx-error.log"), "-p", str(ndir), "-c", str(conf)],
         opts.load_cpu,
     )
     try:
+        wait_listening(nginx, port, 10)
+    except BenchError as exc:
+        reg.stop(nginx)
+        err = ndir / "nginx-error.log"
+        detail = err.read_text(errors="replace").strip().splitlines()[-1:] if err.exists() else []
+        raise BenchError(f"{exc} {' '.join(detail)}".strip()) from None
+    shown = conf_text.replace(str(ndir), "DIR").replace(f"127.0.0.1:{port}", "127.0.0.1:PORT")
+    return nginx, port, shown
+
+
+def check_and_warm_up(
+    contenders: list[Contender],
+    path: str,
+    expected: bytes,
+    opts: Options,
+    tools: dict[str, str],
+    label: str,
+) -> None:
+    """GET ``path`` once through each contender and compare the body with
+    ``expected``, then warm it up with a short wrk run, so that a broken contender
+    is reported clearly (as failed) instead of skewing the figures."""
+    for c in contenders:
+        if c.error or c.skipped:
+            continue
+        url = f"http://127.0.0.1:{c.port}{path}"
         try:
-            wait_listening(nginx, backend_port, 10)
-        except BenchError as exc:
-            err = ndir / "nginx-error.log"
-            detail = (
-                err.read_text(errors="replace").strip().splitlines()[-1:] if err.exists() else []
-            )
-            raise BenchError(f"{exc} {' '.join(detail)}".strip()) from None
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                body = resp.read()
+            if body != expected:
+                got = f"{len(body)} bytes" if len(body) > 40 else repr(body)
+                raise BenchError(f"GET {path} through {c.name} returned {got}")
+            if opts.warmup > 0:
+                run_tool(
+                    [tools["wrk"], "-t1", "-c10", f"-d{opts.warmup:g}s", url],
+                    timeout=opts.warmup + 20,
+                    pin_cpu=opts.load_cpu,
+                    pin=opts.pin,
+                )
+        except (OSError, BenchError) as exc:
+            c.error = f"check failed: {exc}"
+            if c.proc is not None and not c.proc.alive():
+                c.error += f"; {c.proc.why_dead()}"
+            log(f"{label}: {c.name}: {c.error}")
+
+
+def wrk_argv(opts: Options, tools: dict[str, str], url: str) -> list[str]:
+    return [
+        tools["wrk"],
+        f"-t{opts.wrk_threads}",
+        f"-c{opts.wrk_connections}",
+        f"-d{opts.rps_duration:g}s",
+        "--latency",
+        url,
+    ]
+
+
+def wrk_command(opts: Options, url: str) -> str:
+    """The load command as shown in the report."""
+    return (
+        f"taskset -c {opts.load_cpu} wrk -t{opts.wrk_threads} -c{opts.wrk_connections}"
+        f" -d{opts.rps_duration:g}s --latency {url}"
+    )
+
+
+def bench_l4_rps(
+    reg: ProcessRegistry, opts: Options, tools: dict[str, str], tmp: Path, taken: set[int]
+) -> BenchResult:
+    nginx, backend_port, backend_config = start_backend_nginx(
+        reg, opts, tools, tmp, taken, "nginx-tiny.conf", "nginx"
+    )
+    try:
         contenders = start_contenders(reg, opts, tools, backend_port, taken, tmp, "rps")
         try:
-            # functional check + warm-up, so that failures are reported clearly
-            for c in contenders:
-                if c.error:
-                    continue
-                try:
-                    url = f"http://127.0.0.1:{c.port}/"
-                    with urllib.request.urlopen(url, timeout=5) as resp:
-                        body = resp.read()
-                    if body != b"ok":
-                        raise BenchError(f"GET / through {c.name} returned {body[:40]!r}")
-                    if opts.warmup > 0:
-                        run_tool(
-                            [tools["wrk"], "-t1", "-c10", f"-d{opts.warmup:g}s", url],
-                            timeout=opts.warmup + 20,
-                            pin_cpu=opts.load_cpu,
-                            pin=opts.pin,
-                        )
-                except (OSError, BenchError) as exc:
-                    c.error = f"check failed: {exc}"
-                    if c.proc is not None and not c.proc.alive():
-                        c.error += f"; {c.proc.why_dead()}"
-                    log(f"l4-rps: {c.name}: {c.error}")
+            check_and_warm_up(contenders, "/", b"ok", opts, tools, "l4-rps")
 
             def run(c: Contender) -> Sample:
                 text = run_tool(
-                    [
-                        tools["wrk"],
-                        f"-t{opts.wrk_threads}",
-                        f"-c{opts.wrk_connections}",
-                        f"-d{opts.rps_duration:g}s",
-                        "--latency",
-                        f"http://127.0.0.1:{c.port}/",
-                    ],
+                    wrk_argv(opts, tools, f"http://127.0.0.1:{c.port}/"),
                     timeout=opts.rps_duration + 30,
                     pin_cpu=opts.load_cpu,
                     pin=opts.pin,
@@ -805,17 +964,118 @@ def bench_l4_rps(
         unit="req/s",
         target_ratio=0.35,
         target_text=f"L4 small-request RPS ≥ 0.35 {TIMES} HAProxy",
-        load_command=(
-            f"taskset -c {opts.load_cpu} wrk -t{opts.wrk_threads} -c{opts.wrk_connections}"
-            f" -d{opts.rps_duration:g}s --latency http://127.0.0.1:PORT/"
-        ),
-        backend_command=(
-            f"taskset -c {opts.load_cpu} nginx -e DIR/nginx-error.log -p DIR -c DIR/nginx.conf"
-        ),
+        load_command=wrk_command(opts, "http://127.0.0.1:PORT/"),
+        backend_command=NGINX_BACKEND_COMMAND.format(cpu=opts.load_cpu),
         contenders=contenders,
-        backend_config=conf_text.replace(str(ndir), "DIR").replace(str(backend_port), "PORT"),
+        backend_config=backend_config,
         latency=True,
     )
+
+
+NGINX_BACKEND_COMMAND = "taskset -c {cpu} nginx -e DIR/nginx-error.log -p DIR -c DIR/nginx.conf"
+
+
+def large_payload() -> bytes:
+    """The http suite's 1 MiB file: varied bytes, so a proxy that corrupts or
+    truncates the body fails the check."""
+    return bytes(range(256)) * (LARGE_SIZE // 256)
+
+
+def bench_http(
+    reg: ProcessRegistry, opts: Options, tools: dict[str, str], tmp: Path, taken: set[int]
+) -> list[BenchResult]:
+    """The http suite: wrk through each contender to an nginx backend, for a tiny
+    response (``/``) and a 1 MiB file (``/1m.bin``). One backend serves both
+    benchmarks; the contenders are started afresh for each (peak RSS per benchmark)."""
+    www = tmp / "www"
+    www.mkdir(exist_ok=True)
+    payload = large_payload()
+    (www / "1m.bin").write_bytes(payload)
+    nginx, backend_port, backend_config = start_backend_nginx(
+        reg, opts, tools, tmp, taken, "nginx-http-backend.conf", "nginx-backend", www=str(www)
+    )
+    backend_config = backend_config.replace(str(www), "DIR/www")
+    results: list[BenchResult] = []
+    try:
+        for bench in (b for b in HTTP_BENCHES if b in opts.only):
+            large = bench == "large"
+            path, expected = ("/1m.bin", payload) if large else ("/", b"ok")
+            label = f"http-{bench}"
+            contenders = start_contenders(
+                reg, opts, tools, backend_port, taken, tmp, label, suite="http"
+            )
+            try:
+                check_and_warm_up(contenders, path, expected, opts, tools, label)
+
+                def run(c: Contender, path: str = path, large: bool = large) -> Sample:
+                    text = run_tool(
+                        wrk_argv(opts, tools, f"http://127.0.0.1:{c.port}{path}"),
+                        timeout=opts.rps_duration + 30,
+                        pin_cpu=opts.load_cpu,
+                        pin=opts.pin,
+                    )
+                    r = parse_wrk(text)
+                    if r.mib_s is None:
+                        raise BenchError("wrk: no Transfer/sec in its output")
+                    return Sample(
+                        r.mib_s if large else r.rps,
+                        p50_ms=r.p50_ms,
+                        p99_ms=r.p99_ms,
+                        note=r.errors,
+                        rps=r.rps,
+                        mib_s=r.mib_s,
+                    )
+
+                interleave(contenders, run, label, opts, reg)
+            finally:
+                stop_contenders(reg, contenders)
+            url = f"http://127.0.0.1:PORT{path}"
+            if large:
+                title = f"HTTP 1 MiB responses ({wrk_flags(opts)}, nginx static file)"
+                results.append(
+                    BenchResult(
+                        key=label,
+                        title=title,
+                        unit="MiB/s",
+                        target_ratio=0.5,
+                        target_text=f"1 MiB throughput (MiB/s) ≥ 0.5 {TIMES} nginx",
+                        load_command=wrk_command(opts, url),
+                        backend_command=NGINX_BACKEND_COMMAND.format(cpu=opts.load_cpu),
+                        contenders=contenders,
+                        backend_config=backend_config,
+                        latency=True,
+                        reference="nginx",
+                        ratio_pairs=HTTP_RATIO_PAIRS,
+                        secondary="rps",
+                    )
+                )
+            else:
+                title = f'HTTP small responses ({wrk_flags(opts)}, nginx `return 200 "ok"`)'
+                results.append(
+                    BenchResult(
+                        key=label,
+                        title=title,
+                        unit="req/s",
+                        target_ratio=0.30,
+                        target_text=f"small-response RPS ≥ 0.30 {TIMES} nginx",
+                        load_command=wrk_command(opts, url),
+                        backend_command=NGINX_BACKEND_COMMAND.format(cpu=opts.load_cpu),
+                        contenders=contenders,
+                        backend_config=backend_config,
+                        latency=True,
+                        reference="nginx",
+                        ratio_pairs=HTTP_RATIO_PAIRS,
+                        secondary="mib_s",
+                        p99_target_ms=5.0,
+                    )
+                )
+    finally:
+        reg.stop(nginx)
+    return results
+
+
+def wrk_flags(opts: Options) -> str:
+    return f"wrk -t{opts.wrk_threads} -c{opts.wrk_connections} -d{opts.rps_duration:g}s"
 
 
 # ------------------------------------------------------------------------ report
@@ -830,6 +1090,8 @@ def fmt_num(x: float | None, unit: str) -> str:
         return "—"
     if unit == "Gbit/s":
         return f"{x:.2f}"
+    if unit == "MiB/s" and x < 100:
+        return f"{x:.1f}"
     return f"{x:,.0f}"
 
 
@@ -915,6 +1177,7 @@ def contender_label(name: str) -> str:
     return {
         "direct": "direct",
         "haproxy": "HAProxy",
+        "nginx": "nginx",
         "trioxy": "trioxy",
         "trioxy-events": "trioxy, event path",
     }.get(name, name)
@@ -925,6 +1188,9 @@ def result_table(res: BenchResult) -> list[str]:
     u = res.unit
     head = f"| contender | {u} (median) | runs |"
     sep = "|---|---:|---|"
+    if res.secondary:
+        head += f" {SECONDARY_UNITS[res.secondary]} (median) |"
+        sep += "---:|"
     if res.latency:
         head += " p50 ms | p99 ms |"
         sep += "---:|---:|"
@@ -936,6 +1202,10 @@ def result_table(res: BenchResult) -> list[str]:
         med = median(vals)
         runs = ", ".join(fmt_num(v, u) for v in vals) or "—"
         row = f"| {contender_label(c.name)} | {fmt_num(med, u)} | {runs} |"
+        if res.secondary:
+            rates = [getattr(s, res.secondary) for s in c.samples]
+            second = median([r for r in rates if r is not None])
+            row += f" {fmt_num(second, SECONDARY_UNITS[res.secondary])} |"
         if res.latency:
             p50 = median([s.p50_ms for s in c.samples if s.p50_ms is not None])
             p99 = median([s.p99_ms for s in c.samples if s.p99_ms is not None])
@@ -947,7 +1217,9 @@ def result_table(res: BenchResult) -> list[str]:
         others = [s.other_cpu_pct for s in c.samples if s.other_cpu_pct is not None]
         row += f" {max(others):.0f} % |" if others else " — |"
         status = []
-        if c.error and not c.samples:
+        if c.skipped:
+            status.append(f"skipped: {md_escape(c.skipped)}")
+        elif c.error and not c.samples:
             status.append(f"**failed**: {md_escape(c.error)}")
         else:
             ok = len(c.samples)
@@ -968,13 +1240,7 @@ def md_escape(text: str) -> str:
 
 def result_ratios(res: BenchResult) -> tuple[list[str], dict[str, float | None]]:
     med = {c.name: median([s.value for s in c.samples]) for c in res.contenders}
-    pairs = [
-        ("trioxy", "haproxy"),
-        ("trioxy", "direct"),
-        ("haproxy", "direct"),
-        ("trioxy-events", "haproxy"),
-        ("trioxy-events", "trioxy"),
-    ]
+    pairs = res.ratio_pairs or L4_RATIO_PAIRS
     lines = ["| ratio | value |", "|---|---:|"]
     ratios: dict[str, float | None] = {}
     for a, b in pairs:
@@ -987,9 +1253,11 @@ def result_ratios(res: BenchResult) -> tuple[list[str], dict[str, float | None]]
             c.name: median([s.p99_ms for s in c.samples if s.p99_ms is not None])
             for c in res.contenders
         }
-        if "trioxy" in p99 and "haproxy" in p99:
+        ref = res.reference
+        if "trioxy" in p99 and ref in p99:
             lines.append(
-                f"| p99 latency trioxy / HAProxy | {fmt_ratio(p99['trioxy'], p99['haproxy'])} |"
+                f"| p99 latency trioxy / {contender_label(ref)} "
+                f"| {fmt_ratio(p99['trioxy'], p99[ref])} |"
             )
     return lines, ratios
 
@@ -1019,38 +1287,53 @@ def bottleneck_notes(res: BenchResult) -> list[str]:
 
 
 def target_line(res: BenchResult, ratios: dict[str, float | None]) -> str:
-    r = ratios.get("trioxy/haproxy")
+    ref = res.reference
+    name = contender_label(ref)
+    r = ratios.get(f"trioxy/{ref}")
     if r is None:
-        verdict = "**not measured** (trioxy or HAProxy has no result)"
+        verdict = f"**not measured** (trioxy or {name} has no result)"
     elif r >= res.target_ratio:
-        verdict = f"**met** (trioxy = {r:.2f} {TIMES} HAProxy)"
+        verdict = f"**met** (trioxy = {r:.2f} {TIMES} {name})"
     else:
-        verdict = f"**not met** (trioxy = {r:.2f} {TIMES} HAProxy)"
+        verdict = f"**not met** (trioxy = {r:.2f} {TIMES} {name})"
     noisy = any(
         (s.other_cpu_pct or 0.0) > NOISY_PCT
         for c in res.contenders
-        if c.name in ("trioxy", "haproxy")
+        if c.name in ("trioxy", ref)
         for s in c.samples
     )
     if r is not None and noisy:
         verdict += " — *noisy runs, not conclusive*"
-    return f"Target: {res.target_text} — {verdict}"
+    line = f"Target: {res.target_text} — {verdict}"
+    if res.p99_target_ms is not None:
+        trioxy = next((c for c in res.contenders if c.name == "trioxy"), None)
+        p99 = median([s.p99_ms for s in trioxy.samples if s.p99_ms is not None]) if trioxy else None
+        limit = f"p99 ≤ {res.p99_target_ms:g} ms"
+        if p99 is None:
+            line += f"; {limit} — **not measured**"
+        else:
+            met = "**met**" if p99 <= res.p99_target_ms else "**not met**"
+            line += f"; {limit} — {met} (trioxy p99 = {p99:.2f} ms)"
+    return line
 
 
-def render_l4_section(
+def section_preamble(
     opts: Options,
-    results: list[BenchResult],
     tools: dict[str, str],
+    suite: str,
+    title: str,
     started: str,
     took: float,
     busy_before: float,
-) -> str:
+    method_note: str,
+) -> list[str]:
+    """A suite section's heading, machine, tools and method lines."""
     m = machine_info()
     out: list[str] = []
-    out.append("## L4 (TCP relay)")
+    out.append(f"## {title}")
     out.append("")
     out.append(
-        f"Generated by `bench/run.py --suite l4` on {started} in {took:.0f} s. "
+        f"Generated by `bench/run.py --suite {suite}` on {started} in {took:.0f} s. "
         "Regenerate with `make bench` (or `.venv/bin/python bench/run.py`); "
         "this section is replaced as a whole."
     )
@@ -1074,10 +1357,7 @@ def render_l4_section(
         "core saturated); *peak RSS* is VmHWM of the proxy process and its children at the "
         "end of its runs; *other CPU* is the most CPU (% of one CPU) that processes not "
         f"started by the harness used during any of the contender's runs (above "
-        f"{NOISY_PCT:g} % the figures are noisy). *trioxy, event path* is the same proxy "
-        "with a pass-through `handle_data` filter before `connect` "
-        "(`bench/conf/tcp_proxy_events.py`): the bytes travel as events through the engine "
-        "instead of being spliced, which measures the engine's per-event cost."
+        f"{NOISY_PCT:g} % the figures are noisy). {method_note}"
     )
     if busy_before > BUSY_WARN_PCT:
         out.append(
@@ -1085,6 +1365,12 @@ def render_l4_section(
             "of all CPUs busy): other load may have skewed these figures."
         )
     out.append("")
+    return out
+
+
+def results_lines(results: list[BenchResult]) -> list[str]:
+    """Each benchmark's table, ratios, target verdict and bottleneck notes."""
+    out: list[str] = []
     for res in results:
         out.append(f"### {res.title}")
         out.append("")
@@ -1098,8 +1384,10 @@ def render_l4_section(
         for note in bottleneck_notes(res):
             out.append(f"- {note}")
             out.append("")
-    out.append("### Commands")
-    out.append("")
+    return out
+
+
+def commands_lines(results: list[BenchResult]) -> list[str]:
     cmds: dict[str, str] = {}
     for res in results:
         cmds[f"{res.key} load"] = res.load_command
@@ -1107,40 +1395,89 @@ def render_l4_section(
         for c in res.contenders:
             if c.command and c.name != "direct":
                 cmds[f"{c.name} proxy"] = c.command
-    out.append("```")
-    out += [f"# {k}\n{v}" for k, v in cmds.items()]
-    out.append("```")
-    out.append("")
-    hap_cfg = next(
-        (
-            c.config_text
-            for r in results
-            for c in r.contenders
-            if c.name == "haproxy" and c.config_text
-        ),
-        "",
+    return ["### Commands", "", "```", *[f"# {k}\n{v}" for k, v in cmds.items()], "```", ""]
+
+
+def config_block(intro: str, text: str) -> list[str]:
+    return [intro, "", "```", text.strip(), "```", ""] if text else []
+
+
+def render_http_section(
+    opts: Options,
+    results: list[BenchResult],
+    tools: dict[str, str],
+    started: str,
+    took: float,
+    busy_before: float,
+) -> str:
+    out = section_preamble(
+        opts,
+        tools,
+        "http",
+        "HTTP (reverse proxy)",
+        started,
+        took,
+        busy_before,
+        "Every contender keeps its upstream connections alive (nginx: `keepalive 32`, "
+        "HAProxy: `http-reuse always`); *direct* is wrk against the backend itself. "
+        "*trioxy* is `scripts/reverse_proxy.py`. Ratios and targets are against nginx; "
+        "MiB/s is wrk's Transfer/sec (its MB are MiB).",
     )
-    if hap_cfg:
-        out.append(
-            "HAProxy config (`mode tcp`, defaults otherwise: no `option splice-*`, "
-            "default buffer sizes; `nbthread 1` because it is pinned to one core):"
-        )
-        out.append("")
-        out.append("```")
-        out.append(hap_cfg.strip())
-        out.append("```")
-        out.append("")
-    ngx = next((r.backend_config for r in results if r.backend_config), "")
-    if ngx:
-        out.append(
-            "nginx backend config (keep-alive connections are reused for the whole run, "
-            "so the RPS figure measures relaying requests, not accepting connections):"
-        )
-        out.append("")
-        out.append("```")
-        out.append(ngx.strip())
-        out.append("```")
-        out.append("")
+    out += results_lines(results)
+    out += commands_lines(results)
+    first = results[0] if results else None
+    configs = {c.name: c.config_text for r in results for c in r.contenders if c.config_text}
+    out += config_block(
+        "nginx proxy config (`proxy_pass` to a keep-alive `upstream`, one worker):",
+        configs.get("nginx", ""),
+    )
+    out += config_block(
+        "HAProxy config (`mode http`, `http-reuse always`, `nbthread 1`):",
+        configs.get("haproxy", ""),
+    )
+    out += config_block(
+        "nginx backend config (`/` for the small responses, `/1m.bin` for the 1 MiB file):",
+        first.backend_config if first else "",
+    )
+    return "\n".join(out).rstrip() + "\n"
+
+
+def render_l4_section(
+    opts: Options,
+    results: list[BenchResult],
+    tools: dict[str, str],
+    started: str,
+    took: float,
+    busy_before: float,
+) -> str:
+    out = section_preamble(
+        opts,
+        tools,
+        "l4",
+        "L4 (TCP relay)",
+        started,
+        took,
+        busy_before,
+        "*trioxy, event path* is the same proxy "
+        "with a pass-through `handle_data` filter before `connect` "
+        "(`bench/conf/tcp_proxy_events.py`): the bytes travel as events through the engine "
+        "instead of being spliced, which measures the engine's per-event cost.",
+    )
+    out += results_lines(results)
+    out += commands_lines(results)
+    hap_cfg = next(
+        (c.config_text for r in results for c in r.contenders if c.name == "haproxy"), ""
+    )
+    out += config_block(
+        "HAProxy config (`mode tcp`, defaults otherwise: no `option splice-*`, "
+        "default buffer sizes; `nbthread 1` because it is pinned to one core):",
+        hap_cfg,
+    )
+    out += config_block(
+        "nginx backend config (keep-alive connections are reused for the whole run, "
+        "so the RPS figure measures relaying requests, not accepting connections):",
+        next((r.backend_config for r in results if r.backend_config), ""),
+    )
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -1183,7 +1520,10 @@ def results_json(results: list[BenchResult]) -> dict[str, Any]:
                     "p99_ms": median([s.p99_ms for s in c.samples if s.p99_ms is not None]),
                     "cpu_pct": [s.cpu_pct for s in c.samples],
                     "other_cpu_pct": [s.other_cpu_pct for s in c.samples],
+                    "rps": median([s.rps for s in c.samples if s.rps is not None]),
+                    "mib_s": median([s.mib_s for s in c.samples if s.mib_s is not None]),
                     "peak_rss_kb": c.peak_rss_kb,
+                    "skipped": c.skipped,
                     "error": c.error,
                     "failures": c.failures,
                 }
@@ -1223,7 +1563,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p = argparse.ArgumentParser(
         prog="bench/run.py",
         description=(
-            "Benchmark trioxy against HAProxy and a direct connection with real load "
+            "Benchmark trioxy against HAProxy, nginx and a direct connection with real load "
             "generators (iperf3, wrk, nginx), interleaved in one run, and write the "
             "results with ratios and targets to BENCHMARKS.md (only the sections of the "
             "suites run are replaced)."
@@ -1235,12 +1575,18 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         action="append",
         choices=(*SUITES, "all"),
         help="suite to run; repeatable; default: all. l4 = TCP relay "
-        "(iperf3 bulk throughput + wrk small-request RPS)",
+        "(iperf3 bulk throughput + wrk small-request RPS); http = reverse proxy "
+        "(wrk, small and 1 MiB responses, against nginx and HAProxy)",
     )
     p.add_argument(
         "--contenders",
         default=",".join(CONTENDERS),
-        help=f"comma-separated subset of {','.join(CONTENDERS)}",
+        help=f"comma-separated subset of {','.join(CONTENDERS)}; each suite runs those it "
+        "has (l4: "
+        + ",".join(SUITE_CONTENDERS["l4"])
+        + "; http: "
+        + ",".join(SUITE_CONTENDERS["http"])
+        + ")",
     )
     p.add_argument(
         "--reps",
@@ -1263,10 +1609,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     p.add_argument(
         "--only",
-        choices=L4_BENCHES,
+        choices=(*L4_BENCHES, *HTTP_BENCHES),
         action="append",
-        help="run only this benchmark of the l4 suite (repeatable); for development: "
-        "implies --no-write, since the suite's section would be incomplete",
+        help="run only this benchmark (repeatable): l4's bulk or rps, http's small or "
+        "large; for development: implies --no-write, since a section would be incomplete",
     )
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t")
     p.add_argument("--wrk-connections", type=int, default=50, help="wrk -c")
@@ -1288,6 +1634,17 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--trioxy-cmd",
         default=DEFAULT_TRIOXY_CMD,
         help="command starting the trioxy TCP proxy, relative to the repo root; it gets "
+        "LISTEN=127.0.0.1:PORT and UPSTREAMS=127.0.0.1:PORT in its environment",
+    )
+    p.add_argument(
+        "--trioxy-events-cmd",
+        default=EVENTS_TRIOXY_CMD,
+        help="command starting l4's event-path contender (same environment as --trioxy-cmd)",
+    )
+    p.add_argument(
+        "--trioxy-http-cmd",
+        default=DEFAULT_TRIOXY_HTTP_CMD,
+        help="command starting the trioxy HTTP reverse proxy of the http suite; it gets "
         "LISTEN=127.0.0.1:PORT and UPSTREAMS=127.0.0.1:PORT in its environment",
     )
     p.add_argument(
@@ -1371,6 +1728,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         pin=not a.no_pin,
         install=not a.no_install,
         trioxy_cmd=a.trioxy_cmd,
+        trioxy_events_cmd=a.trioxy_events_cmd,
+        trioxy_http_cmd=a.trioxy_http_cmd,
         trioxy_env=env,
         trioxy_start_timeout=a.trioxy_start_timeout,
         output=None if a.no_write or a.only else Path(a.output),
@@ -1379,7 +1738,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         warmup=a.warmup,
         wait_idle=max(0.0, a.wait_idle),
         noisy_retries=max(0, a.noisy_retries),
-        only=list(a.only or L4_BENCHES),
+        only=list(a.only or (*L4_BENCHES, *HTTP_BENCHES)),
     )
 
 
@@ -1400,8 +1759,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     needed = ["taskset"] if opts.pin else []
     for s in opts.suites:
         needed += SUITE_TOOLS[s]
-    for c in opts.contenders:
-        needed += CONTENDER_TOOLS[c]
+        for c in suite_contenders(opts, s):
+            needed += CONTENDER_TOOLS[c]
     try:
         if opts.pin:
             cpus = os.sched_getaffinity(0)
@@ -1423,13 +1782,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with terminate_on_sigterm():
             for suite in opts.suites:
+                benches = [b for b in SUITE_BENCHES[suite] if b in opts.only]
+                if not benches or not suite_contenders(opts, suite):
+                    log(f"suite {suite}: nothing to run (see --only, --contenders)")
+                    continue
                 busy = wait_idle(opts.wait_idle)
                 busy_before[suite] = busy
                 if busy > BUSY_WARN_PCT:
                     log(f"warning: machine not idle ({busy:.0f} % of CPUs busy); figures may skew")
                 if suite == "l4":
                     log(
-                        f"suite l4: contenders {','.join(opts.contenders)}, {opts.reps} reps, "
+                        f"suite l4: contenders {','.join(suite_contenders(opts, suite))}, "
+                        f"{opts.reps} reps, "
                         f"bulk {opts.bulk_duration:g}s, rps {opts.rps_duration:g}s"
                     )
                     res = []
@@ -1438,6 +1802,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if "rps" in opts.only:
                         res.append(bench_l4_rps(reg, opts, tools, tmp, taken))
                     all_results[suite] = res
+                elif suite == "http":
+                    log(
+                        f"suite http: contenders {','.join(suite_contenders(opts, suite))}, "
+                        f"{opts.reps} reps, {', '.join(benches)}, {opts.rps_duration:g}s each"
+                    )
+                    all_results[suite] = bench_http(reg, opts, tools, tmp, taken)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
@@ -1455,13 +1825,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for _suite, res in all_results.items():
         print_summary(res)
     if opts.output is not None:
+        renderers = {"l4": render_l4_section, "http": render_http_section}
         for suite, res in all_results.items():
-            if suite == "l4":
-                write_section(
-                    opts.output,
-                    "l4",
-                    render_l4_section(opts, res, tools, started, took, busy_before[suite]),
-                )
+            write_section(
+                opts.output,
+                suite,
+                renderers[suite](opts, res, tools, started, took, busy_before[suite]),
+            )
         log(f"wrote {opts.output}")
     if opts.json_out is not None:
         payload = {s: results_json(r) for s, r in all_results.items()}

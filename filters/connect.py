@@ -25,8 +25,12 @@ Arguments:
     stream connects); a list of them, tried in order starting from a position
     that rotates with each stream (so the list is also a simple balancer); a
     function ``fn(ctx) -> "host:port"``, plain or ``async def``; or a balancer
-    from :mod:`filters.balance`, asked ``select(ctx)`` for the first target, its
-    other ``targets`` being the failover order.
+    from :mod:`filters.balance`: the first target is the one ``balance(balancer)``
+    picked for this message if it did, else ``select(ctx)``; when a target does
+    not answer, ``select_other(ctx, tried)`` picks the next among those not yet
+    tried. The balancer is told of every connection (``acquire``/``release``),
+    every connect's outcome (``succeeded``/``failed``) and of a stream reset by
+    its server (``failed``), which drive its health tracking.
 ``connect_timeout=5.0``
     seconds to establish a connection to one target (name resolution included).
 ``idle_timeout=60.0``
@@ -60,13 +64,14 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
 
 from pipeline.address import format_address, parse_address
 from pipeline.errors import (
+    ConnectionReset,
     ConnectRefused,
     ConnectTimeout,
     IdleTimeout,
@@ -78,10 +83,10 @@ from pipeline.filter import Filter
 from pipeline.hookspecs import hookimpl
 from pipeline.relay import RelayStats, error_reason, watch_idle
 from pipeline.relay import relay as relay_sockets
-from pipeline.sockio import send_all
+from pipeline.sockio import SHORT_READ, YIELD_EVERY, send_all, wait_readable
 
 from ._callback import as_async
-from .balance import Balancer, parse_target
+from .balance import PICKED, Balancer, parse_target
 
 __all__ = ["Connect"]
 
@@ -203,6 +208,7 @@ class Connect(Filter):
         self._error: BaseException | None = None
         self._read_scope: trio.CancelScope | None = None
         self._ended = False
+        self._acquired: str | None = None  # the target counted with the balancer
         self._shut = False
         self._moved = 0
 
@@ -290,18 +296,43 @@ class Connect(Filter):
                     return  # closed under us: the pipeline is closing, nobody listens
                 finally:
                     nursery.cancel_scope.cancel()  # stops the watchdog
+        self._report(self._error or error)
         await self._end(self._error or error)
 
     async def _read(self, sock: trio.socket.SocketType) -> None:
-        recv = sock.recv
+        # Tried before waiting, with a yield budget: see pipeline.sockio. The
+        # descriptor is fetched again after every await, as the pipeline may
+        # close the socket while this task waits on its output.
+        read = os.read
         size = self.read_buffer
+        short = min(size, SHORT_READ)
         output = self.output
+        budget = YIELD_EVERY
+        drained = False
         while True:
-            chunk = await recv(size)
+            if drained:
+                fd = await wait_readable(sock)
+                budget = YIELD_EVERY
+            else:
+                fd = sock.fileno()
+                if fd < 0:
+                    raise trio.ClosedResourceError
+            try:
+                chunk = read(fd, size)
+            except BlockingIOError:
+                drained = True
+                continue
             if not chunk:
                 return
-            self._moved += len(chunk)
+            n = len(chunk)
+            self._moved += n
+            drained = n < short
             await output(Data(chunk))
+            budget -= 1
+            if not budget:
+                budget = YIELD_EVERY
+                if not drained:  # (a drained socket yields in its next wait)
+                    await trio.lowlevel.checkpoint()
 
     async def _watch_idle(self, timeout: float) -> None:
         await watch_idle(lambda: self._moved, timeout)
@@ -340,6 +371,9 @@ class Connect(Filter):
         finally:
             self.sock = None
             sock.close()
+            self._release()
+        # (A reset here is not reported to the balancer: the relay does not say
+        # which side reset, and a client's must not count against the server.)
         if self.stats.error is not None:
             log.debug("relay to %s ended: %s", self.upstream, self.stats.error)
 
@@ -351,12 +385,14 @@ class Connect(Filter):
         balancer = self._balancer
         if balancer is not None:
             try:
-                first = balancer.select(self.pipeline.context)
-                order = balancer.targets
-                if first in self._balanced:
-                    i = order.index(first)
-                    return [self._balanced[t] for t in order[i:] + order[:i]]
-                return [_target(first)] + [self._balanced[t] for t in order]
+                # A target picked for this message by balance(balancer) comes first.
+                ctx = self.pipeline.context
+                picked = ctx.get(PICKED)
+                if picked is not None and picked[0] is balancer and balancer.available(picked[1]):
+                    first = picked[1]
+                else:
+                    first = balancer.select(ctx)
+                return [self._balanced.get(first) or _target(first)]
             except Exception as exc:
                 self._script_failed(f"{balancer!r}.select()", exc)
                 return None
@@ -374,6 +410,29 @@ class Connect(Filter):
             return list(targets[i:] + targets[:i])
         return list(targets)
 
+    def _attempts(self, candidates: list[Target]) -> Iterator[Target]:
+        """The targets of one round of attempts: the list, or with a balancer its
+        first pick and then, while connects fail, its picks among the targets not
+        yet tried."""
+        balancer = self._balancer
+        if balancer is None:
+            yield from candidates
+            return
+        ctx = self.pipeline.context
+        tried: list[str] = []
+        target = candidates[0]
+        while True:
+            yield target
+            tried.append(target[2])
+            try:
+                other = balancer.select_other(ctx, tried)
+            except Exception as exc:  # a hash key function raising: no failover
+                log.warning("connect: %r.select_other() failed: %r", balancer, exc)
+                return
+            if other is None:
+                return
+            target = self._balanced.get(other) or _target(other)
+
     def _script_failed(self, what: str, exc: Exception) -> None:
         self._error = PipelineError(f"connect: {what} failed: {type(exc).__name__}: {exc}")
         log.warning("%s", self._error)
@@ -389,17 +448,26 @@ class Connect(Filter):
         for attempt in range(self.retries + 1):
             if attempt:
                 await trio.sleep(self.retry_delay)
-            for host, port, text in candidates:
+            for host, port, text in self._attempts(candidates):
+                balancer = self._balancer
+                if balancer is not None:
+                    balancer.acquire(text)  # counted while connecting too (p2c, least-conn)
                 try:
                     sock = await self._dial(host, port)
                 except _DialError as exc:
+                    if balancer is not None:
+                        balancer.release(text)
+                        balancer.failed(text, exc.reason)
                     failures.setdefault(text, []).append(exc.reason)
                     timeouts_only &= exc.timeout
-                    if self._balancer is not None:
-                        self._balancer.failed(text)
                     continue
-                if self._balancer is not None:
-                    self._balancer.succeeded(text)
+                except BaseException:  # cancelled while connecting
+                    if balancer is not None:
+                        balancer.release(text)
+                    raise
+                if balancer is not None:
+                    self._acquired = text
+                    balancer.succeeded(text)
                 self.upstream = text
                 self.sock = sock
                 if hasattr(self, "pipeline"):
@@ -463,10 +531,22 @@ class Connect(Filter):
             return "<function>"
         return ", ".join(t[2] for t in self._targets)
 
+    def _report(self, error: BaseException | None) -> None:
+        """A stream reset by its server counts against it with the balancer."""
+        if isinstance(error, ConnectionReset) and self._balancer is not None and self.upstream:
+            self._balancer.failed(self.upstream, str(error))
+
+    def _release(self) -> None:
+        target, self._acquired = self._acquired, None
+        if target is not None:
+            assert self._balancer is not None
+            self._balancer.release(target)
+
     def close(self) -> None:
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()
+        self._release()
 
 
 @hookimpl

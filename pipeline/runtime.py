@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import socket as stdsocket
 from collections.abc import Iterable
@@ -39,13 +40,12 @@ from .events import Data, Event, StreamEnd
 from .live import Pipeline, service_nursery
 from .plugins import plugin_manager
 from .proxy import ListenerSpec, ProxyConfig
-from .sockio import send_all
+from .sockio import READ_SIZE, SHORT_READ, YIELD_EVERY, send_all, wait_readable
+from .udp import serve_udp
 
 __all__ = ["ListenError", "Server", "serve", "service_nursery"]
 
 log = logging.getLogger("trioxy.runtime")
-
-READ_SIZE = 65536
 
 
 class ListenError(ConfigError):
@@ -108,22 +108,25 @@ async def bind_listeners(
 
 
 async def _bind(spec: ListenerSpec, reuse_port: bool) -> Listener:
+    kind = stdsocket.SOCK_STREAM if spec.udp is None else stdsocket.SOCK_DGRAM
     try:
         infos = await trio.socket.getaddrinfo(
-            spec.host, spec.port, type=stdsocket.SOCK_STREAM, flags=stdsocket.AI_PASSIVE
+            spec.host, spec.port, type=kind, flags=stdsocket.AI_PASSIVE
         )
     except stdsocket.gaierror as exc:
         raise ListenError(
             f"cannot listen on {spec.address}: {exc.strerror}", *spec.location
         ) from None
     family, _, _, _, sockaddr = infos[0]
-    sock = trio.socket.socket(family, stdsocket.SOCK_STREAM)
+    sock = trio.socket.socket(family, kind)
     try:
-        sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEADDR, 1)
+        if spec.udp is None:  # (on UDP it would let two servers share a port)
+            sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_REUSEPORT, 1)
         await sock.bind(sockaddr)
-        sock.listen(spec.options.backlog)
+        if spec.udp is None:
+            sock.listen(spec.options.backlog)
     except OSError as exc:
         sock.close()
         reason = (
@@ -174,6 +177,10 @@ async def _run(
     async with trio.open_nursery() as streams:
         async with trio.open_nursery() as acceptors:
             for listener in server.listeners:
+                if listener.spec.udp is not None:  # see pipeline.udp
+                    acceptors.start_soon(serve_udp, listener.spec, listener.sock)
+                    log.info("listening on udp %s", listener.address)
+                    continue
                 acceptors.start_soon(_accept_loop, server, listener, streams)
                 log.info("listening on %s", listener.address)
             if handle_signals:
@@ -329,31 +336,45 @@ class Connection:
             )
 
     async def _pump(self, pipeline: Pipeline, read_timeout: float | None) -> None:
+        # The reader: each chunk read becomes one Data event, fed through the
+        # whole pipeline (down to the sockets the filters write) before the
+        # next read; see pipeline.sockio for why reads are tried before waiting.
         client = self.client
         feed = pipeline.input
-        while not self.output_ended.is_set() or not self.input_ended:
-            if self.input_ended:
-                await self.output_ended.wait()
-                break
+        read = os.read
+        fd = client.fileno()  # the client is closed only after run() returns
+        budget = YIELD_EVERY
+        drained = False
+        while True:
+            if drained:
+                try:
+                    fd = await wait_readable(client, read_timeout)
+                except trio.TooSlowError:
+                    log.info("%s: %s", self, ReadTimeout(f"nothing read for {read_timeout:g}s"))
+                    return
+                budget = YIELD_EVERY
             try:
-                if read_timeout is None:
-                    data = await client.recv(READ_SIZE)
-                else:
-                    with trio.fail_after(read_timeout):
-                        data = await client.recv(READ_SIZE)
-            except trio.TooSlowError:
-                log.info("%s: %s", self, ReadTimeout(f"nothing read for {read_timeout:g}s"))
-                return
+                data = read(fd, READ_SIZE)
+            except BlockingIOError:
+                drained = True
+                continue
             except OSError as exc:
                 log.debug("%s: read failed: %s", self, exc)
                 await feed(StreamEnd(exc))
                 return
             self.activity += 1
             if not data:
-                self.input_ended = True
-                await feed(StreamEnd())
-                continue
+                break
+            drained = len(data) < SHORT_READ
             await feed(Data(data))
+            budget -= 1
+            if not budget:
+                budget = YIELD_EVERY
+                if not drained:  # (a drained socket yields in its next wait)
+                    await trio.lowlevel.checkpoint()
+        self.input_ended = True
+        await feed(StreamEnd())
+        await self.output_ended.wait()
 
     async def write(self, event: Event) -> None:
         """The pipeline's output: write ``Data`` to the client, end on ``StreamEnd``."""
@@ -361,15 +382,17 @@ class Connection:
         if kind is Data:
             data = event.data  # type: ignore[union-attr]
             if data:
-                if self.write_timeout is None:
-                    await self._send_all(data)
-                else:
-                    try:
-                        with trio.fail_after(self.write_timeout):
-                            await self._send_all(data)
-                    except trio.TooSlowError:
-                        log.info("%s: %s", self, WriteTimeout("client accepted nothing"))
-                        self.scope.cancel()
+                try:
+                    await send_all(self.client, data, self.write_timeout)
+                except OSError as exc:
+                    log.debug("%s: write failed: %s", self, exc)
+                    self.scope.cancel()
+                    await trio.lowlevel.checkpoint()  # the cancellation lands here
+                except trio.TooSlowError:
+                    log.info("%s: %s", self, WriteTimeout("client accepted nothing"))
+                    self.scope.cancel()
+                    await trio.lowlevel.checkpoint()
+                self.activity += 1
         elif kind is StreamEnd:
             if self.output_ended.is_set():
                 return
@@ -383,15 +406,6 @@ class Connection:
                 self.client.shutdown(stdsocket.SHUT_WR)
             except OSError:
                 self.scope.cancel()
-
-    async def _send_all(self, data: bytes) -> None:
-        try:
-            await send_all(self.client, data)
-        except OSError as exc:
-            log.debug("%s: write failed: %s", self, exc)
-            self.scope.cancel()
-            await trio.lowlevel.checkpoint()
-        self.activity += 1
 
     async def _watch_idle(self, idle_timeout: float) -> None:
         # A watchdog instead of a deadline bumped per event: the hot path only

@@ -9,13 +9,15 @@ import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
-from filters.balance import Balancer, RoundRobin
+from filters.balance import PICKED, Balancer, LeastConnections, RoundRobin, make_balancer
 from filters.connect import Connect
 from pipeline import (
     ConfigError,
@@ -31,6 +33,8 @@ from pipeline import (
     StreamEnd,
 )
 from pipeline.plugins import balancer_registry, filter_registry
+from pipeline.runtime import Server as RuntimeServer
+from pipeline.runtime import serve
 from pipeline.script import load_script
 from pipeline.testing import Harness, open_pipeline
 from tests.helpers import free_port
@@ -251,7 +255,7 @@ class ComesUpOnFailure(RoundRobin):
         self.successes: list[str] = []
         self.listener: socket.socket | None = None
 
-    def failed(self, target: str) -> None:
+    def failed(self, target: str, reason: str = "") -> None:
         self.failures.append(target)
         if self.listener is None:
             host, port = target.rsplit(":", 1)
@@ -373,6 +377,72 @@ async def test_idle_timeout_event_mode() -> None:
     assert isinstance(end.error, IdleTimeout)
 
 
+#: More than the kernel buffers of two loopback connections hold: relaying it to
+#: a client that is not reading makes both connect's reader and the runtime's
+#: writer wait.
+FLOOD = bytes(range(256)) * 32768  # 8 MiB
+
+
+async def flood(sock: trio.socket.SocketType) -> None:
+    """Answer the first chunk with FLOOD, then EOF."""
+    await sock.recv(100)
+    view = memoryview(FLOOD)
+    sent = 0
+    while sent < len(view):
+        sent += await sock.send(view[sent:])
+    sock.shutdown(socket.SHUT_WR)
+
+
+def event_path_proxy(upstream: str) -> Proxy:
+    """A listener relaying through connect *with events* (a pass-through filter
+    first, so the runtime does not hand the sockets to the zero-copy relay)."""
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").handle_data(lambda ctx, data: None).connect(upstream)
+    return proxy
+
+
+async def test_event_path_backpressure_to_a_client_reading_late() -> None:
+    async with tcp_server(flood) as upstream:
+        async with trio.open_nursery() as nursery:
+            server: RuntimeServer = await nursery.start(
+                partial(serve, event_path_proxy(upstream.address).build(), handle_signals=False)
+            )
+            client = await trio.open_tcp_stream("127.0.0.1", server.ports[0])
+            await client.send_all(b"go")
+            # Every task is blocked: connect's reader waits on the client's writer.
+            await trio.testing.wait_all_tasks_blocked()
+            received = bytearray()
+            with trio.fail_after(30):
+                while chunk := await client.receive_some(1 << 20):
+                    received += chunk
+            assert received == FLOOD
+            await client.aclose()
+            server.shutdown(immediate=True)
+
+
+async def test_event_path_pipeline_closed_while_connect_waits_on_output(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with tcp_server(flood) as upstream:
+        async with trio.open_nursery() as nursery:
+            server: RuntimeServer = await nursery.start(
+                partial(
+                    serve,
+                    event_path_proxy(upstream.address).build(),
+                    grace_period=30,
+                    handle_signals=False,
+                )
+            )
+            client = await trio.open_tcp_stream("127.0.0.1", server.ports[0])
+            await client.send_all(b"go")
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(server.streams) == 1
+            server.shutdown(immediate=True)  # closes the pipeline and connect's socket
+        assert server.streams == set()
+        await client.aclose()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 # Zero-copy mode ---------------------------------------------------------------
 
 
@@ -455,7 +525,7 @@ async def test_balancer_failover_and_feedback() -> None:
             super().__init__(targets)
             self.log: list[tuple[str, str]] = []
 
-        def failed(self, target: str) -> None:
+        def failed(self, target: str, reason: str = "") -> None:
             self.log.append(("failed", target))
 
         def succeeded(self, target: str) -> None:
@@ -528,3 +598,110 @@ def test_bad_balancer_in_a_script_is_a_config_error_with_its_line(tmp_path: Path
     assert info.value.lineno == 5
     assert "needs a host" in str(info.value)
     assert str(info.value).startswith(f"{script.resolve()}:5: ")
+
+
+# Balancer feedback: failover picks, in-flight counts, passive health -------------------
+
+
+async def test_failover_picks_come_from_the_balancer_and_dead_ones_drop_out() -> None:
+    d1, d2 = f"127.0.0.1:{dead_port()}", f"127.0.0.1:{dead_port()}"
+    async with tcp_server(upper_echo) as server:
+        balancer = RoundRobin([d1, d2, server.address], max_fails=1)
+        layout = connect_layout(balancer)
+        for _ in range(3):
+            async with open_pipeline(layout) as h:
+                await h.send(b"x", StreamEnd())
+                await ended(h)
+                assert h.data == b"X"
+    by_target = {b.target: b for b in balancer.backends}
+    # Stream 1 tried d1, then (excluding it) d2, then the server; both dead ones
+    # were taken out, so streams 2 and 3 went straight to the server.
+    assert (by_target[d1].fails, by_target[d2].fails) == (1, 1)
+    assert not balancer.available(d1) and not balancer.available(d2)
+    assert len(server.peers) == 3
+
+
+async def test_in_flight_connections_are_counted_until_the_stream_closes() -> None:
+    dead = f"127.0.0.1:{dead_port()}"
+    async with tcp_server(upper_echo) as server:
+        balancer = LeastConnections([dead, server.address], max_fails=0)
+        layout = connect_layout(balancer)
+        async with open_pipeline(layout) as first:
+            await first.send(b"a")
+            await first.settle()
+            assert [b.active for b in balancer.backends] == [0, 1]
+            async with open_pipeline(layout) as second:
+                await second.send(b"b")
+                await second.settle()
+                assert [b.active for b in balancer.backends] == [0, 2]
+            assert [b.active for b in balancer.backends] == [0, 1]
+    assert [b.active for b in balancer.backends] == [0, 0]
+
+
+async def test_a_stream_reset_by_the_server_counts_as_a_failure() -> None:
+    async def reset(sock: trio.socket.SocketType) -> None:
+        await sock.recv(100)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    async with tcp_server(reset) as server:
+        balancer = RoundRobin([server.address])
+        async with open_pipeline(connect_layout(balancer)) as h:
+            await h.send(b"trigger")
+            end = await ended(h)
+    assert isinstance(end.error, ConnectionReset)
+    assert balancer.backends[0].fails == 1
+
+
+async def test_a_target_picked_by_balance_is_dialed_first() -> None:
+    async with tcp_server(upper_echo) as one, tcp_server(upper_echo) as two:
+        balancer = RoundRobin([one.address, two.address])
+        ctx = Context(local=("127.0.0.1", 0), remote=("127.0.0.1", 0))
+        ctx.set(**{PICKED: (balancer, two.address)})
+        async with open_pipeline(connect_layout(balancer), ctx) as h:
+            await h.send(b"q", StreamEnd())
+            await ended(h)
+        other = RoundRobin([one.address, two.address])  # a pick for another balancer
+        async with open_pipeline(connect_layout(other), ctx) as h:
+            await h.send(b"q", StreamEnd())
+            await ended(h)
+        assert (len(one.peers), len(two.peers)) == (1, 1)
+        balancer.max_fails = 1
+        balancer.failed(two.address)  # the pick went down since: the balancer picks again
+        async with open_pipeline(connect_layout(balancer), ctx) as h:
+            await h.send(b"q", StreamEnd())
+            await ended(h)
+    assert (len(one.peers), len(two.peers)) == (2, 1)
+    assert [b.active for b in balancer.backends] == [0, 0]
+
+
+async def test_relay_mode_counts_and_releases() -> None:
+    async with tcp_server(upper_echo) as server:
+        balancer = LeastConnections([server.address])
+        proxy = Proxy()
+        proxy.listen("127.0.0.1:0").connect(balancer)
+        async with trio.open_nursery() as nursery:
+            running: RuntimeServer = await nursery.start(
+                partial(serve, proxy.build(), handle_signals=False)
+            )
+            client = await trio.open_tcp_stream("127.0.0.1", running.ports[0])
+            await client.send_all(b"relay")
+            with trio.fail_after(10):
+                assert await client.receive_some(100) == b"RELAY"
+            assert balancer.backends[0].active == 1
+            await client.aclose()
+            running.shutdown()
+    assert balancer.backends[0].active == 0
+
+
+async def test_a_plugin_balancer_by_name_drives_connect() -> None:
+    """The plugin example's ``first-only`` (not a Balancer subclass), built by
+    name: connect dials its pick, and fails over when its pick is dead."""
+    dead = f"127.0.0.1:{dead_port()}"
+    async with tcp_server(upper_echo) as server:
+        for targets in ([server.address, dead], [dead, server.address]):
+            balancer = make_balancer("first-only", targets)
+            async with open_pipeline(connect_layout(balancer)) as h:
+                await h.send(b"p", StreamEnd())
+                await ended(h)
+                assert h.data == b"P"
+    assert len(server.peers) == 2

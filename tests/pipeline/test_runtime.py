@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 from pipeline import ConfigError, Data, Event, Filter, Proxy, StreamEnd
 from pipeline.runtime import ListenError, Server, serve
@@ -286,3 +288,110 @@ async def test_write_timeout_closes_a_client_that_does_not_read(
                 await trio.sleep(0.05)
         await stream.aclose()
     assert any("client accepted nothing" in r.getMessage() for r in caplog.records)
+
+
+#: More than the kernel's socket buffers on both ends of a loopback connection
+#: hold: writing it to a client that is not reading must wait at least once.
+BURST = bytes(range(256)) * 32768  # 8 MiB
+
+
+class Burst(Filter):
+    """On the first Data, outputs BURST in 64 KiB events (then ends the stream if
+    ``end``), whatever the client reads: the writer has to wait for the client."""
+
+    name = "burst_test"
+    end = True
+
+    async def on_event(self, event: Event) -> None:
+        if type(event) is Data:
+            for i in range(0, len(BURST), 65536):
+                await self.output(Data(BURST[i : i + 65536]))
+            if self.end:
+                await self.output(StreamEnd())
+
+
+async def test_a_client_reading_late_still_gets_every_byte() -> None:
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").add_filter(Burst)
+    async with running(proxy) as server:
+        stream = await connect(server.ports[0])
+        await stream.send_all(b"go")
+        # Every task is blocked: the server's writer is waiting for the client.
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(server.streams) == 1
+        with trio.fail_after(30):
+            received = await read_all(stream)
+        assert received == BURST
+        await stream.aclose()
+
+
+async def test_shutdown_cancels_a_write_blocked_on_the_client(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Endless(Burst):
+        name = "endless_test"
+        end = False
+
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0", write_timeout=None).add_filter(Endless)
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(
+            partial(serve, proxy.build(), grace_period=30, handle_signals=False)
+        )
+        stream = await connect(server.ports[0])
+        await stream.send_all(b"go")
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(server.streams) == 1
+        server.shutdown(immediate=True)
+    # serve() returned: the blocked write was cancelled and the stream is gone.
+    assert server.streams == set()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    with trio.fail_after(30):
+        received = await read_all(stream)  # what was written, then the end
+    assert 0 < len(received) < len(BURST)
+    assert received == BURST[: len(received)]
+    await stream.aclose()
+
+
+async def test_a_write_error_ends_the_stream_without_an_error_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").add_filter(Burst)
+    async with running(proxy) as server:
+        sock = socket.create_connection(("127.0.0.1", server.ports[0]))
+        sock.sendall(b"go")
+        await trio.testing.wait_all_tasks_blocked()
+        # Close with unread data: a reset, so the server's next write fails.
+        sock.close()
+        with trio.fail_after(10):
+            while server.streams:
+                await trio.sleep(0.01)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_client_reset_reaches_the_pipeline_as_an_error_end() -> None:
+    ends: list[StreamEnd] = []
+
+    class Record(Filter):
+        """Writes nothing back (a write would see the reset first); records the end."""
+
+        name = "record_end_test"
+
+        async def on_event(self, event: Event) -> None:
+            if type(event) is StreamEnd:
+                ends.append(event)
+                await self.output(event)
+
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").add_filter(Record)
+    async with running(proxy) as server:
+        sock = socket.create_connection(("127.0.0.1", server.ports[0]))
+        sock.sendall(b"x")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # linger 0: a reset instead of a FIN
+        with trio.fail_after(10):
+            while server.streams or not ends:
+                await trio.sleep(0.01)
+    [end] = ends
+    assert isinstance(end.error, ConnectionResetError)
