@@ -50,8 +50,9 @@ with a TCP connect): every target is probed at an interval (an HTTP ``GET`` whos
 status must be 2xx or 3xx, or a TCP connect); ``fall``
 failed checks in a row mark it DOWN (skipped), ``rise`` good ones UP again (a
 target taken out by passive health comes back then too). The checks run in the
-server's service nursery, started by the first stream that uses the balancer,
-and stop with the server. A target is DOWN for either reason; each change
+server's service nursery, started when the server starts (for a balancer found
+in the script's layouts; otherwise by the first stream that uses it), and stop
+with the server. A target is DOWN for either reason; each change
 between UP and DOWN is logged once, whichever mechanism saw it.
 
 Sticky sessions (HTTP). :class:`Sticky` wraps a balancer: a request whose cookie

@@ -53,6 +53,13 @@ line on the ``trioxy.connect`` logger names every target and why it failed.
 The target used is kept as the filter's ``upstream`` and in ``ctx.upstream``.
 Sockets have ``TCP_NODELAY`` set: the proxy adds no delay of its own.
 
+Connect outcome. A filter that must know whether the connection was made before
+it lets its client go on (``accept_socks`` answers its client only then) leaves a
+function in the context variable :data:`CONNECT_WATCH`; ``connect`` calls it once
+its attempt is over, before any byte goes out: ``fn(None, (host, port))`` with
+the connection's local address, or ``fn(error, None)`` with the error the stream
+is about to end with.
+
 Zero copy. A listener whose whole layout is one ``connect`` does not use events
 at all: the runtime calls :meth:`Connect.relay`, which relays the two sockets in
 the kernel (``splice``), with the same failover, timeouts and logging.
@@ -88,9 +95,14 @@ from pipeline.sockio import SHORT_READ, YIELD_EVERY, send_all, wait_readable
 from ._callback import as_async
 from .balance import PICKED, Balancer, parse_target
 
-__all__ = ["Connect"]
+__all__ = ["CONNECT_WATCH", "Connect"]
 
 log = logging.getLogger("trioxy.connect")
+
+#: The context variable where a filter before ``connect`` may leave a function
+#: ``fn(error, bound)`` that learns how the connection attempt ended (see the
+#: module docs); ``accept_socks`` uses it to send its reply at the right time.
+CONNECT_WATCH = "connect_watch"
 
 Target = tuple[str, int, str]  # host, port, "host:port" as logged and stored in the context
 
@@ -442,6 +454,7 @@ class Connect(Filter):
         one line and return ``None``."""
         candidates = await self._candidates()
         if candidates is None:
+            self._notify(None)
             return None
         failures: dict[str, list[str]] = {}
         timeouts_only = True
@@ -472,6 +485,7 @@ class Connect(Filter):
                 self.sock = sock
                 if hasattr(self, "pipeline"):
                     self.pipeline.context.set(upstream=text)
+                self._notify(sock)
                 return sock
         parts = []
         for text, reasons in failures.items():
@@ -484,7 +498,23 @@ class Connect(Filter):
         error: UpstreamError = error_type(message, targets)
         self._error = error
         log.warning("connect failed, %s", message)
+        self._notify(None)
         return None
+
+    def _notify(self, sock: trio.socket.SocketType | None) -> None:
+        """Tell the context's :data:`CONNECT_WATCH` function, if any, how the
+        attempt ended."""
+        watch = self.pipeline.context.get(CONNECT_WATCH) if hasattr(self, "pipeline") else None
+        if watch is None:
+            return
+        if sock is None:
+            watch(self._error, None)
+            return
+        try:
+            bound = sock.getsockname()
+        except OSError:
+            bound = ("0.0.0.0", 0)
+        watch(None, (str(bound[0]), int(bound[1])))
 
     async def _dial(self, host: str, port: int) -> trio.socket.SocketType:
         """A connected socket to ``host:port`` (each of its addresses in turn), or

@@ -83,7 +83,7 @@ from typing import Any
 
 import trio
 
-from pipeline.address import format_address
+from pipeline.address import Rotation, format_address, starting_at
 from pipeline.errors import ConnectRefused, IdleTimeout, PipelineError
 from pipeline.events import Data, Event, StreamEnd
 from pipeline.filter import Filter
@@ -97,15 +97,6 @@ from .balance import Balancer, parse_target
 __all__ = ["ConnectUdp"]
 
 log = logging.getLogger("trioxy.connect_udp")
-
-
-class _Rotation:
-    """Where the next stream starts in a target list (shared by one builder call)."""
-
-    __slots__ = ("next",)
-
-    def __init__(self) -> None:
-        self.next = 0
 
 
 def _normal(value: object) -> str:
@@ -171,7 +162,7 @@ class ConnectUdp(Filter):
     def shared(cls, *args: Any, **kwargs: Any) -> Any:
         target = args[0] if args else kwargs.get("target")
         if isinstance(target, (list, tuple)) and len(target) > 1:
-            return _Rotation()
+            return Rotation()
         return None
 
     async def on_event(self, event: Event) -> None:
@@ -223,19 +214,13 @@ class ConnectUdp(Filter):
         balancer = self._balancer
         if balancer is not None:
             first = _normal(balancer.select(self.pipeline.context))
-            rest = list(balancer.targets)
-            if first in rest:
-                i = rest.index(first)
-                return rest[i:] + rest[:i]
-            return [first, *rest]
+            return starting_at(first, balancer.targets)
         if self._fn is not None:
             return [_normal(await self._fn(self.pipeline.context))]
         targets = self._targets
         rotation = getattr(getattr(self, "spec", None), "state", None)
-        if isinstance(rotation, _Rotation):
-            i = rotation.next
-            rotation.next = i + 1 if i + 1 < len(targets) else 0
-            return list(targets[i:] + targets[:i])
+        if isinstance(rotation, Rotation):
+            return rotation.order(targets)
         return list(targets)
 
     async def _open_next(self) -> trio.socket.SocketType | None:

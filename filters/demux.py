@@ -248,6 +248,7 @@ class Demux(Filter):
                 return
             slots.popleft()
             self._wake()
+            self._answered()
         if self._input_end is not None and not self._ended:
             await self._finish()
 
@@ -268,6 +269,11 @@ class Demux(Filter):
         assert end is not None
         self._ended = True
         await self.output(end)
+
+    def _answered(self) -> None:
+        """A message's answer has been output entirely and its slot freed. A hook
+        for subclasses (``demux_http`` closes a connection that the server's
+        shutdown left idle); the default does nothing."""
 
     def _wake(self) -> None:
         room = self._room

@@ -71,7 +71,7 @@ from typing import Any
 import trio
 from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSHeader, DNSRecord  # type: ignore[import-untyped]
 
-from pipeline.address import format_address
+from pipeline.address import Rotation, format_address, starting_at
 from pipeline.events import Data, Event, MessageEnd, MessageStart, StreamEnd
 from pipeline.filter import Filter
 from pipeline.hookspecs import hookimpl
@@ -363,7 +363,7 @@ def _aged(rr: RR, elapsed: int) -> RR:
 class _Upstreams:
     """A list of DNS servers, tried round-robin from one query to the next."""
 
-    __slots__ = ("balancer", "next", "targets")
+    __slots__ = ("balancer", "rotation", "targets")
 
     def __init__(self, upstreams: Sequence[str] | Balancer) -> None:
         self.balancer = upstreams if isinstance(upstreams, Balancer) else None
@@ -371,19 +371,13 @@ class _Upstreams:
         if isinstance(names, str):
             names = [part for part in names.split(",") if part.strip()]
         self.targets = tuple(parse_target(t.strip()) for t in names)
-        self.next = 0
+        self.rotation = Rotation()
 
     def order(self) -> list[tuple[str, int]]:
         targets = self.targets
         if self.balancer is not None:
-            first = parse_target(self.balancer.select())
-            if first in targets:
-                i = targets.index(first)
-                return list(targets[i:] + targets[:i])
-            return [first, *targets]
-        i = self.next
-        self.next = i + 1 if i + 1 < len(targets) else 0
-        return list(targets[i:] + targets[:i])
+            return starting_at(parse_target(self.balancer.select()), targets)
+        return self.rotation.order(targets)
 
 
 class _View:

@@ -17,10 +17,15 @@ is logged once, on the ``trioxy.health`` logger::
 
 Targets start UP (as in HAProxy and nginx): a proxy serves at once and the first
 ``fall`` checks correct it. The checks run as one task per target in the
-server's service nursery (:data:`pipeline.live.service_nursery`), started by the
-first stream that uses the balancer and cancelled when the server stops; a
-balancer used by no stream is not checked. A balancer can also be checked
-directly: ``await check.run(balancer)`` runs until cancelled.
+server's service nursery (:data:`pipeline.live.service_nursery`), from the
+server's start until it stops: a ``trioxy_startup`` hook here finds the balancers
+that the configuration's filters are given (``connect(balancer)``,
+``balance(balancer)``, a ``Sticky``'s inner balancer...) and starts their checks,
+so a target that is down is known before the first client comes. A balancer the
+configuration does not show (used only inside a callback), or one used in memory
+without a server (:mod:`pipeline.testing`, which also has a service nursery),
+starts its checks with the first stream that uses it. A balancer can also be
+checked directly: ``await check.run(balancer)`` runs until cancelled.
 
 Example (runnable): a TCP check against a port that refuses marks it DOWN::
 
@@ -49,16 +54,20 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import trio
 
-from .balance import parse_target
+from pipeline.hookspecs import hookimpl
+from pipeline.layout import Layout, LayoutRef
+
+from .balance import Balancer, parse_target
 
 if TYPE_CHECKING:
-    from .balance import Balancer
+    from pipeline.proxy import ProxyConfig
 
-__all__ = ["HealthCheck"]
+__all__ = ["HealthCheck", "balancers_in"]
 
 
 def _positive(name: str, value: object) -> float:
@@ -164,3 +173,49 @@ class HealthCheck:
             f"HealthCheck({what}, interval={self.interval:g}, timeout={self.timeout:g}, "
             f"rise={self.rise}, fall={self.fall})"
         )
+
+
+# Starting with the server --------------------------------------------------------------
+
+
+def balancers_in(config: ProxyConfig) -> Iterator[Balancer]:
+    """Every :class:`~filters.balance.Balancer` the configuration's filters are
+    given, once each: in the arguments of every filter of every layout reachable
+    from the listeners (and the named layouts), inside lists, tuples, sets and
+    dicts, and inside balancers that wrap another (``Sticky``). Balancers that only
+    a callback knows are not found."""
+    seen: set[int] = set()
+    stack: list[object] = [spec.layout for spec in config.listeners]
+    stack.extend(config.layouts.values())
+    while stack:
+        value = stack.pop()
+        if isinstance(value, (str, bytes, int, float)) or value is None:
+            continue
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, Layout):
+            for spec in value.specs:
+                stack.extend(spec.args)
+                stack.extend(spec.kwargs.values())
+                stack.extend(spec.subs)
+        elif isinstance(value, LayoutRef):
+            stack.append(value.layout)
+        elif isinstance(value, Balancer):
+            yield value
+            inner = getattr(value, "inner", None)
+            if inner is not None:
+                stack.append(inner)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+
+
+@hookimpl
+def trioxy_startup(config: ProxyConfig) -> None:
+    """Start the active checks of the configuration's balancers with the server
+    (the runtime has set up its service nursery before this hook runs)."""
+    for balancer in balancers_in(config):
+        if getattr(balancer, "health", None) is not None and not balancer.checks_running:
+            balancer._start_checks()  # started here instead of by the first stream

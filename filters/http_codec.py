@@ -91,7 +91,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -100,7 +100,7 @@ from pipeline.events import Data, Event, MessageEnd, MessageStart, StreamEnd
 from pipeline.filter import Filter
 from pipeline.hookspecs import hookimpl
 from protocols.http import Headers, ProtocolError, RequestHead, ResponseHead
-from protocols.http.parser import EndOfMessage, RequestParser, ResponseParser
+from protocols.http.parser import EndOfMessage, RequestParser, ResponseParser, request_flags
 from protocols.http.writer import (
     REASONS,
     InvalidHeadError,
@@ -269,14 +269,6 @@ class HttpClientState:
         return state
 
 
-def _check_limits(**limits: int | None) -> None:
-    for name, value in limits.items():
-        if value is None and name == "max_body":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 # Body framing (both encoders) ---------------------------------------------------
 
 _LENGTH = 0  # Content-Length or no body: bytes pass through
@@ -297,14 +289,14 @@ class _BodyWriter:
         self.peer_10 = False
 
 
-# Server side: requests in ----------------------------------------------------------
+# Both decoders ---------------------------------------------------------------------
+
+_P = TypeVar("_P", RequestParser, ResponseParser)
 
 
-class DecodeHttpRequest(Filter):
-    """``decode_http_request(max_line=8192, max_header_bytes=65536, max_headers=100,
-    max_body=None)``: the client's bytes in, requests out. See the module docs."""
-
-    name = "decode_http_request"
+class _Decoder(Filter):
+    """What both decoders share: their limits, checked when the filter is made,
+    and the parser made with them on the first event."""
 
     def __init__(
         self,
@@ -313,26 +305,44 @@ class DecodeHttpRequest(Filter):
         max_headers: int = 100,
         max_body: int | None = None,
     ) -> None:
-        _check_limits(
-            max_line=max_line,
-            max_header_bytes=max_header_bytes,
-            max_headers=max_headers,
-            max_body=max_body,
-        )
+        for name, value in (
+            ("max_line", max_line),
+            ("max_header_bytes", max_header_bytes),
+            ("max_headers", max_headers),
+            ("max_body", max_body),
+        ):
+            if value is None and name == "max_body":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._limits = (max_line, max_header_bytes, max_headers, max_body)
-        self._parser: RequestParser | None = None
-        self._state: HttpServerState | None = None
-        self._current: RequestInfo | None = None
         self._done = False
 
-    def _start(self) -> RequestParser:
+    def _new_parser(self, cls: type[_P]) -> _P:
         max_line, max_header_bytes, max_headers, max_body = self._limits
-        self._parser = RequestParser(
+        return cls(
             max_line=max_line,
             max_header_bytes=max_header_bytes,
             max_headers=max_headers,
             max_body=max_body,
         )
+
+
+# Server side: requests in ----------------------------------------------------------
+
+
+class DecodeHttpRequest(_Decoder):
+    """``decode_http_request(max_line=8192, max_header_bytes=65536, max_headers=100,
+    max_body=None)``: the client's bytes in, requests out. See the module docs."""
+
+    name = "decode_http_request"
+
+    _parser: RequestParser | None = None
+    _state: HttpServerState | None = None
+    _current: RequestInfo | None = None
+
+    def _start(self) -> RequestParser:
+        self._parser = self._new_parser(RequestParser)
         state = self._state = HttpServerState.of(self.pipeline.context)
         if state.encoder is None:
             # The encoder of this connection, for 100 Continue (found once).
@@ -401,7 +411,7 @@ class DecodeHttpRequest(Filter):
                     return
                 # From the head, not the parser: one feed may parse several
                 # requests, and the parser's flags describe the last one.
-                keep_alive, expects_continue = _request_flags(head)
+                keep_alive, expects_continue = request_flags(head)
                 info = RequestInfo(head, keep_alive, expects_continue)
                 if not info.keep_alive:
                     state.closing = True
@@ -413,26 +423,6 @@ class DecodeHttpRequest(Filter):
                     encoder = state.encoder
                     if encoder is not None and state.requests[0] is info:
                         await encoder.send_continue(info)
-
-
-def _request_flags(head: RequestHead) -> tuple[bool, bool]:
-    """Whether the connection stays open after ``head``'s request (RFC 9112 9.3)
-    and whether it carries ``Expect: 100-continue``, in one pass over the fields."""
-    connection = ""
-    expect = False
-    for name, value in head.headers.items():
-        n = len(name)
-        if n == 10 and name.lower() == "connection":
-            connection += value.lower() + ","
-        elif n == 6 and name.lower() == "expect":
-            expect = expect or value.strip().lower() == "100-continue"
-    version_11 = head.version == "1.1"
-    if connection:
-        tokens = {t.strip() for t in connection.split(",")}
-        keep_alive = "close" not in tokens and (version_11 or "keep-alive" in tokens)
-    else:
-        keep_alive = version_11
-    return keep_alive, expect and version_11
 
 
 # Server side: responses out -------------------------------------------------------
@@ -577,14 +567,21 @@ class EncodeHttpResponse(Filter):
         if body.framing == _CHUNKED:
             data = chunk(data)
         if head is not None:
-            head_bytes = response_head_bytes(head)
-            body.held_head = None
-            self._head_out = True
+            head_bytes = self._head_bytes(head)
             if len(data) <= JOIN_LIMIT:
                 await self.output(Data(head_bytes + data))
                 return
             await self.output(Data(head_bytes))
         await self.output(Data(data))
+
+    def _head_bytes(self, head: ResponseHead) -> bytes:
+        """``head`` on the wire, as the held head goes out (once per response). A
+        head that cannot be written raises before anything counts as out, so the
+        failure can still be answered."""
+        data = response_head_bytes(head)
+        self._body.held_head = None
+        self._head_out = True
+        return data
 
     async def _decide(self, chunked: bool) -> None:
         """The framing of a head without a framing header, now that the event after
@@ -605,9 +602,7 @@ class EncodeHttpResponse(Filter):
         else:
             headers.set("Transfer-Encoding", "chunked")
             body.framing = _CHUNKED
-        head_bytes = response_head_bytes(head.replace(headers=headers))
-        body.held_head = None
-        self._head_out = True
+        head_bytes = self._head_bytes(head.replace(headers=headers))
         if body.framing == _CHUNKED and held:
             held = chunk(held)
         await self.output(Data(head_bytes + held if len(held) <= JOIN_LIMIT else head_bytes))
@@ -623,10 +618,7 @@ class EncodeHttpResponse(Filter):
             tail = last_chunk(trailers)
         head = body.held_head
         if head is not None:
-            head_bytes = response_head_bytes(head)
-            body.held_head = None
-            self._head_out = True
-            await self.output(Data(head_bytes + tail))
+            await self.output(Data(self._head_bytes(head) + tail))
         elif tail:
             await self.output(Data(tail))
         self._started = False
@@ -791,40 +783,19 @@ class EncodeHttpRequest(Filter):
 # Client side: responses in -----------------------------------------------------------
 
 
-class DecodeHttpResponse(Filter):
+class DecodeHttpResponse(_Decoder):
     """``decode_http_response(max_line=8192, max_header_bytes=65536, max_headers=100,
     max_body=None)``: the server's bytes in, responses out. Interim responses (1xx
     but 101) are dropped. See the module docs."""
 
     name = "decode_http_response"
 
-    def __init__(
-        self,
-        max_line: int = 8192,
-        max_header_bytes: int = 65536,
-        max_headers: int = 100,
-        max_body: int | None = None,
-    ) -> None:
-        _check_limits(
-            max_line=max_line,
-            max_header_bytes=max_header_bytes,
-            max_headers=max_headers,
-            max_body=max_body,
-        )
-        self._limits = (max_line, max_header_bytes, max_headers, max_body)
-        self._parser: ResponseParser | None = None
-        self._state: HttpClientState | None = None
-        self._interim = False  # inside a 1xx response (dropped)
-        self._done = False
+    _parser: ResponseParser | None = None
+    _state: HttpClientState | None = None
+    _interim = False  # inside a 1xx response (dropped)
 
     def _start(self) -> ResponseParser:
-        max_line, max_header_bytes, max_headers, max_body = self._limits
-        parser = self._parser = ResponseParser(
-            max_line=max_line,
-            max_header_bytes=max_header_bytes,
-            max_headers=max_headers,
-            max_body=max_body,
-        )
+        parser = self._parser = self._new_parser(ResponseParser)
         state = self._state = HttpClientState.of(self.pipeline.context)
         for method in state.pending:
             parser.expect(method)

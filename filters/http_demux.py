@@ -23,6 +23,22 @@ which saves a hop per event); everything their docs say holds:
 * keep-alive, ``HEAD``, ``Expect: 100-continue`` and the response framing are the
   encoder's (see :mod:`filters.http_codec`).
 
+Graceful shutdown (as nginx and HAProxy do it). When the server begins to shut
+down (:class:`pipeline.live.ShutdownNotice`), a connection does not keep the
+server waiting for its grace period just because the client keeps it open:
+
+* a connection idle between two requests (no request being received or answered)
+  is closed at once;
+* a connection with requests in flight answers them; the response to the last
+  one carries ``Connection: close`` (unless its head was already written) and
+  the connection closes after it, as after any ``Connection: close`` response.
+  A request that starts arriving after that one is not read (RFC 9112 9.6: the
+  client sends it again elsewhere);
+* a connection accepted just before the shutdown began answers its first
+  request, with ``Connection: close``.
+
+Other streams (an L4 relay) keep the whole grace period.
+
 The sub-pipeline receives the request (``MessageStart(RequestHead), Data*,
 MessageEnd(trailers)``, then ``StreamEnd()``) and outputs one response
 (``MessageStart(ResponseHead), Data*, MessageEnd``). In a reverse proxy it is
@@ -53,9 +69,10 @@ pipelined requests in memory::
 from __future__ import annotations
 
 from pipeline.context import Context
-from pipeline.events import Event, MessageStart
+from pipeline.events import Event, MessageStart, StreamEnd
 from pipeline.filter import Filter, Output
 from pipeline.hookspecs import hookimpl
+from pipeline.live import ServerStopping, shutdown_notice
 
 from .demux import Demux
 from .headers import remember_request
@@ -84,6 +101,21 @@ class DemuxHttp(Demux):
         self._decoder = DecodeHttpRequest(max_line, max_header_bytes, max_headers, max_body)
         self._encoder = EncodeHttpResponse()
         self._input: Output | None = None
+        # Graceful shutdown (see the module docs). The notice is the server's: a
+        # filter made outside one (a script loading, pipeline.testing) has none.
+        self._notice = notice = shutdown_notice.get()
+        self._draining = False  # the server is shutting down: the last requests
+        self._late = False  # made after the shutdown began: its first request is its last
+        self._take_next = False  # draining: the next request is the last one
+        self._refusing = False  # draining: a request after the last one is arriving
+        self._client: Output | None = None  # draining: the connection's output
+        self._client_ended = False  # draining: the connection's output has ended
+        self._closing_now = False
+        if notice is not None:
+            if notice.started:
+                self._late = True
+            else:
+                notice.subscribe(self._on_shutdown)
 
     def _wire(self) -> Output:
         """Chain decoder -> demux -> encoder -> our output, on the first event (the
@@ -91,11 +123,14 @@ class DemuxHttp(Demux):
         decoder, encoder = self._decoder, self._encoder
         decoder.pipeline = encoder.pipeline = self.pipeline
         decoder.spec = encoder.spec = self.spec
-        HttpServerState.of(self.pipeline.context).encoder = encoder  # for 100 Continue
+        state = HttpServerState.of(self.pipeline.context)
+        state.encoder = encoder  # for 100 Continue
         encoder.output = self.output
         self.output = encoder.on_event  # what Demux writes its answers to
         decoder.output = super().on_event
         self._input = decoder.on_event
+        if self._late:
+            self._begin_draining(state, take_next=True)
         return decoder.on_event
 
     def _message_context(self, start: MessageStart) -> Context:
@@ -108,6 +143,88 @@ class DemuxHttp(Demux):
     async def on_event(self, event: Event) -> None:
         feed = self._input or self._wire()
         await feed(event)
+
+    # Graceful shutdown -------------------------------------------------------
+
+    def _on_shutdown(self) -> None:
+        """The server began to shut down (called by its notice, in its task)."""
+        if self._ended or self._draining or not hasattr(self, "pipeline"):
+            return  # (no pipeline: an instance the builder made to check arguments)
+        if self._input is None:
+            self._wire()  # not a byte received yet: idle
+        state = HttpServerState.of(self.pipeline.context)
+        if state.closing:
+            return  # closing already after the requests in flight (Connection: close)
+        self._begin_draining(state, take_next=False)
+
+    def _begin_draining(self, state: HttpServerState, take_next: bool) -> None:
+        """From now on the connection ends after the requests in flight (after the
+        next one, with ``take_next``); with none, it closes at once."""
+        self._draining = True
+        state.closing = True  # the decoder reads nothing after the request it is reading
+        decoder, encoder = self._decoder, self._encoder
+        # Swapped in only now, so that the usual path pays nothing for this.
+        self._client = encoder.output
+        encoder.output = self._to_client
+        decoder.output = self._last_requests
+        if take_next:
+            self._take_next = True
+            return
+        if state.requests:
+            # The newest request not yet answered is the last: its response says
+            # so. (The encoder reads this when the response starts.)
+            state.requests[-1].keep_alive = False
+        if not self._slots:
+            self._close_soon()
+
+    async def _last_requests(self, event: Event) -> None:
+        """The decoder's output while draining: the requests in flight go on, a
+        request starting after them is dropped (the connection closes before
+        anything of it is answered)."""
+        kind = type(event)
+        if kind is MessageStart:
+            if not self._take_next:
+                self._refusing = True
+                return
+            self._take_next = False
+            state = HttpServerState.of(self.pipeline.context)
+            # The decoder records a request before it passes its head on.
+            state.requests[-1].keep_alive = False
+        elif self._refusing and kind is not StreamEnd:
+            return
+        await Demux.on_event(self, event)
+
+    async def _to_client(self, event: Event) -> None:
+        """The encoder's output while draining: notes that it ended the connection."""
+        if type(event) is StreamEnd:
+            self._client_ended = True
+        assert self._client is not None
+        await self._client(event)
+
+    def _answered(self) -> None:
+        if self._draining and not self._slots and not self._take_next:
+            # The last response is out. If it did not end the connection (its head
+            # was written before the shutdown began), close now.
+            self._close_soon()
+
+    def _close_soon(self) -> None:
+        if not self._closing_now:
+            self._closing_now = True
+            self.pipeline.start_task(self._close_now, name="demux_http: closing on shutdown")
+
+    async def _close_now(self) -> None:
+        if self._client_ended or self._ended:
+            return  # ended meanwhile (Connection: close, the client's EOF...)
+        self._client_ended = True
+        assert self._client is not None
+        # Past the encoder, which would answer an error: nothing is being answered.
+        await self._client(StreamEnd(ServerStopping("idle connection closed on shutdown")))
+
+    def close(self) -> None:
+        notice = self._notice
+        if notice is not None:
+            notice.unsubscribe(self._on_shutdown)
+        super().close()
 
 
 @hookimpl

@@ -37,6 +37,12 @@ keep-alive, a response delimited by the connection's close, or the server's EOF
 it. A stream closed before its response is complete (the client went away)
 closes the connection it was using.
 
+Shutdown. When the server begins its graceful shutdown
+(:class:`pipeline.live.ShutdownNotice`), the pool closes its idle connections, and
+a connection whose request completes after that is closed instead of going back
+to the pool (unless a request is waiting for it), so the servers see the proxy
+leave at once.
+
 Failures and the retry. When the connection fails before any byte of the
 response arrived -- refused, reset, closed, timed out -- a request that was never
 sent (``ConnectRefused``, ``ConnectTimeout``) or whose method is idempotent (GET,
@@ -97,7 +103,7 @@ from pipeline.events import Data, Event, MessageEnd, MessageStart, StreamEnd
 from pipeline.filter import Filter
 from pipeline.hookspecs import hookimpl
 from pipeline.layout import Layout
-from pipeline.live import Pipeline, service_nursery
+from pipeline.live import Pipeline, ShutdownNotice, service_nursery, shutdown_notice
 from protocols.http import ProtocolError, RequestHead, ResponseHead
 from protocols.http.writer import InvalidHeadError
 
@@ -290,6 +296,7 @@ class HttpPool:
         self.limits = limits
         self.keys: dict[Hashable, _KeyPool] = {}
         self._sweeping: trio.Nursery | None = None  # where the idle sweeper runs
+        self._notice: ShutdownNotice | None = None  # the server's, once subscribed to
 
     def key_pool(self, key: Hashable) -> _KeyPool:
         keys = self.keys.get(key)
@@ -353,10 +360,25 @@ class HttpPool:
             waiter.session = session
             waiter.event.set()
             return
+        if self._shutting_down():
+            session.close()  # an idle connection would only hold the server up
+            return
         session.idle_since = trio.current_time()
         keys.idle.append(session)
         if self.max_idle is not None:
             self._sweep_soon(session)
+
+    def _shutting_down(self) -> bool:
+        """Whether the server is shutting down. The pool is made when the script
+        loads, before any server: it subscribes to the notice of the server it
+        serves the first time a connection comes back to it."""
+        notice = shutdown_notice.get()
+        if notice is None:
+            return False
+        if notice is not self._notice:
+            self._notice = notice
+            notice.subscribe(self.close)  # closes the idle connections
+        return notice.started
 
     def retire(self, session: HttpSession) -> None:
         """``session`` is closed: forget it and free its slot."""

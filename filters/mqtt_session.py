@@ -55,6 +55,7 @@ import logging
 from pipeline.events import Data, Event, StreamEnd
 from pipeline.filter import Filter
 from pipeline.hookspecs import hookimpl
+from protocols.mqtt.codec import packet_end
 from protocols.mqtt.errors import ProtocolError
 
 from .smux import LinkLost
@@ -65,29 +66,6 @@ log = logging.getLogger("trioxy.mqtt")
 
 DISCONNECT = b"\xe0\x00"
 _CONNECT = 1
-
-
-def packet_end(buffer: bytes, pos: int) -> int | None:
-    """Where the MQTT packet starting at ``pos`` ends, or ``None`` if ``buffer``
-    does not hold all of it yet. Raises ``ProtocolError`` for a remaining length
-    longer than four bytes."""
-    size = len(buffer)
-    value = 0
-    shift = 0
-    i = pos + 1
-    while True:
-        if i >= size:
-            return None
-        byte = buffer[i]
-        value |= (byte & 0x7F) << shift
-        i += 1
-        if byte < 0x80:
-            break
-        shift += 7
-        if shift > 21:
-            raise ProtocolError("remaining length longer than four bytes")
-    end = i + value
-    return end if end <= size else None
 
 
 class TrackMqttSession(Filter):

@@ -10,6 +10,20 @@ connection's, or a long-lived one for shared sessions), each inside a cancel sco
 it keeps. :meth:`Pipeline.close` cancels those tasks, closes the filters and every
 sub-pipeline opened from it. Closing is synchronous and idempotent, so it is safe
 in ``finally`` blocks and under cancellation.
+
+What the server gives its streams, through context variables that every task it
+starts inherits (``None`` outside a server; :mod:`pipeline.testing` sets a
+service nursery of its own, and no notice):
+
+* :data:`service_nursery`: a nursery that lives as long as the server;
+* :data:`shutdown_notice`: a :class:`ShutdownNotice` that says when the server
+  begins its graceful shutdown. The runtime lets every open stream finish within
+  the grace period; a filter that keeps a connection open *between* exchanges
+  subscribes to the notice so that it does not hold the server for that long:
+  ``demux_http`` closes a client connection idle between two requests at once
+  and gives the response in flight ``Connection: close``; ``mux_http`` closes its
+  idle pooled upstream connections. A filter closes its stream at once by
+  outputting ``StreamEnd(ServerStopping(...))``.
 """
 
 from __future__ import annotations
@@ -22,12 +36,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .context import Context
+from .errors import TrioxyError
 from .filter import Filter, Output
 
 if TYPE_CHECKING:
     from .layout import Layout
 
-__all__ = ["Pipeline", "service_nursery"]
+__all__ = ["Pipeline", "ServerStopping", "ShutdownNotice", "service_nursery", "shutdown_notice"]
 
 log = logging.getLogger("trioxy.pipeline")
 
@@ -37,6 +52,73 @@ log = logging.getLogger("trioxy.pipeline")
 #: inherit it from the task that started them.
 service_nursery: ContextVar[trio.Nursery | None] = ContextVar(
     "trioxy_service_nursery", default=None
+)
+
+
+class ServerStopping(TrioxyError):
+    """Carried by ``StreamEnd(error)`` when a filter closes its stream at once
+    because the server is shutting down (an idle keep-alive connection): the
+    runtime closes the connection both ways, and logs it at debug level only."""
+
+
+class ShutdownNotice:
+    """The start of the server's graceful shutdown, as streams see it.
+
+    :meth:`start` (called once by the runtime, when it has stopped accepting) sets
+    :attr:`started` and calls every subscribed callback, synchronously, in the
+    order they subscribed; :meth:`wait` returns then. A callback must not block:
+    it changes state or starts a task (:meth:`Pipeline.start_task`). One that
+    raises is logged and the others still run.
+
+    Subscribing is cheap (a dict entry), so a filter may subscribe per stream and
+    unsubscribe in its ``close``. A callback subscribed after the start is never
+    called: check :attr:`started` first.
+    """
+
+    __slots__ = ("_callbacks", "_event")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._callbacks: dict[Callable[[], object], None] = {}
+
+    @property
+    def started(self) -> bool:
+        """Whether the graceful shutdown has begun."""
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        """Return once the graceful shutdown has begun."""
+        await self._event.wait()
+
+    def subscribe(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` when the shutdown starts."""
+        self._callbacks[callback] = None
+
+    def unsubscribe(self, callback: Callable[[], object]) -> None:
+        """Forget ``callback`` (no error if it is not subscribed)."""
+        self._callbacks.pop(callback, None)
+
+    def start(self) -> None:
+        """Begin the shutdown: set :attr:`started`, run the callbacks. Idempotent."""
+        if self._event.is_set():
+            return
+        self._event.set()
+        callbacks, self._callbacks = self._callbacks, {}
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # a buggy plugin's callback must not stop the others
+                log.exception("shutdown callback %r failed", callback)
+
+    def __repr__(self) -> str:
+        state = "started" if self.started else f"{len(self._callbacks)} subscribed"
+        return f"<ShutdownNotice {state}>"
+
+
+#: The server's :class:`ShutdownNotice`. Set by :func:`pipeline.runtime.serve`;
+#: tasks inherit it like :data:`service_nursery`.
+shutdown_notice: ContextVar[ShutdownNotice | None] = ContextVar(
+    "trioxy_shutdown_notice", default=None
 )
 
 

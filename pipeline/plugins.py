@@ -31,6 +31,7 @@ __all__ = [
 #: Modules whose ``@hookimpl`` functions register the built-in filters.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "filters.balance",
+    "filters.health",  # no filter: its trioxy_startup hook starts the health checks
     "filters.connect",
     "filters.connect_udp",
     "filters.dns",
@@ -55,6 +56,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "filters.headers",
     "filters.static",
     "filters.mqtt_session",
+    "filters.proxy_protocol",
+    "filters.socks",
+    "filters.websocket",
+    "filters.tls",
+    "filters.tls_client_hello",
 )
 
 

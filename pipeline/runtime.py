@@ -14,9 +14,19 @@ connections and runs one live pipeline per connection:
 * ``max_connections`` bounds the streams served at once: the accept loop waits for
   a free slot before accepting, so excess connections wait in the kernel's backlog
   instead of being refused.
-* Shutdown (SIGINT/SIGTERM, or :meth:`Server.shutdown`) closes the listeners, lets
-  open streams finish within a grace period, then cancels them. A second signal
-  stops at once.
+* Startup: once the listeners are bound, the server's long-lived services are set
+  up -- :data:`~pipeline.live.service_nursery` and
+  :data:`~pipeline.live.shutdown_notice`, which every stream inherits -- and then
+  the ``trioxy_startup`` hook runs, so a plugin may start server-long tasks there
+  (:mod:`filters.health` starts its active health checks so).
+* Shutdown (SIGINT/SIGTERM, or :meth:`Server.shutdown`) closes the listeners,
+  starts the :class:`~pipeline.live.ShutdownNotice`, lets open streams finish
+  within a grace period, then cancels them. A second signal stops at once. The
+  notice is for protocols whose connections idle between exchanges: HTTP closes
+  its idle keep-alive connections at once and ends the ones with a request in
+  flight after that response (``Connection: close``), see
+  :mod:`filters.http_demux`; a stream of any other kind (an L4 relay) gets the
+  whole grace period.
 
 Failures of one stream (a script callback raising, a filter's bug, a reset) end
 that stream with one log line; they never stop the server.
@@ -37,13 +47,13 @@ import trio
 from .context import Context
 from .errors import ConfigError, IdleTimeout, ReadTimeout, WriteTimeout
 from .events import Data, Event, StreamEnd
-from .live import Pipeline, service_nursery
+from .live import Pipeline, ShutdownNotice, service_nursery, shutdown_notice
 from .plugins import plugin_manager
 from .proxy import ListenerSpec, ProxyConfig
 from .sockio import READ_SIZE, SHORT_READ, YIELD_EVERY, send_all, wait_readable
 from .udp import serve_udp
 
-__all__ = ["ListenError", "Server", "serve", "service_nursery"]
+__all__ = ["ListenError", "Server", "serve", "service_nursery", "shutdown_notice"]
 
 log = logging.getLogger("trioxy.runtime")
 
@@ -69,11 +79,13 @@ class Listener:
 
 @dataclass
 class Server:
-    """A running server: its listeners and its open streams."""
+    """A running server: its listeners, its open streams and the notice its streams
+    get when it begins to shut down."""
 
     listeners: list[Listener]
     grace_period: float
     streams: set[Connection] = field(default_factory=set)
+    notice: ShutdownNotice = field(default_factory=ShutdownNotice)
     _stop: trio.Event = field(default_factory=trio.Event)
     _now: trio.Event = field(default_factory=trio.Event)
     _drained: trio.Event = field(default_factory=trio.Event)  # set: stopping, no stream left
@@ -153,15 +165,26 @@ async def serve(
     listeners = await bind_listeners(config.listeners, reuse_port=reuse_port)
     server = Server(listeners, grace_period)
     hooks = plugin_manager().hook
+    refused: Exception | None = None
     try:
-        hooks.trioxy_startup(config=config)
         async with trio.open_nursery() as services:
-            token = service_nursery.set(services)
+            service_token = service_nursery.set(services)
+            notice_token = shutdown_notice.set(server.notice)
             try:
-                await _run(server, services, handle_signals, task_status)
+                # The hook runs with the services in place, so that it may start
+                # server-long tasks (filters.health starts its checks here).
+                try:
+                    hooks.trioxy_startup(config=config)
+                except Exception as exc:
+                    refused = exc  # raised below, outside the nursery: not in a group
+                else:
+                    await _run(server, services, handle_signals, task_status)
             finally:
-                service_nursery.reset(token)
+                shutdown_notice.reset(notice_token)
+                service_nursery.reset(service_token)
                 services.cancel_scope.cancel()
+        if refused is not None:
+            raise refused
     finally:
         for listener in listeners:
             listener.sock.close()
@@ -190,6 +213,9 @@ async def _run(
             acceptors.cancel_scope.cancel()
         for listener in server.listeners:
             listener.sock.close()
+        # Nothing is accepted any more: tell the streams (idle HTTP connections
+        # close now, see pipeline.live.ShutdownNotice).
+        server.notice.start()
         if server.streams:
             log.info(
                 "shutting down: waiting up to %gs for %d open stream(s)",

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .address import host_port as _addr
 from .context import Context
 from .events import Data, Event, StreamEnd
 from .live import Pipeline
@@ -271,9 +272,3 @@ def _single(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
-
-
-def _addr(sockaddr: object) -> tuple[str, int]:
-    if isinstance(sockaddr, tuple) and len(sockaddr) >= 2:
-        return str(sockaddr[0]), int(sockaddr[1])
-    return (str(sockaddr), 0)

@@ -11,7 +11,7 @@ request by the ``BALANCE`` algorithm, over pooled keep-alive connections
   every ``HEALTH_INTERVAL`` seconds: ``HEALTH_FALL`` failures mark it DOWN,
   ``HEALTH_RISE`` successes UP again. Each change is logged once (logger
   ``trioxy.health``), e.g. ``backend 127.0.0.1:8081 DOWN (3 failed checks: HTTP 503)``.
-  The checks start with the first request and stop with the server.
+  The checks start with the server and stop with it.
 * When every upstream is down, the one that failed least recently is still tried;
   when nothing answers the client gets ``502 Bad Gateway`` (``504`` on a timeout).
 * ``STICKY_COOKIE`` enables sticky sessions: a response to a client without the

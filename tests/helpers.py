@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,8 +37,11 @@ __all__ = [
     "free_port",
     "http_server",
     "is_listening",
+    "port_of",
     "run_trioxy",
+    "socket_table",
     "wait_for_port",
+    "wait_until",
 ]
 
 #: The repository root.
@@ -71,20 +74,41 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def is_listening(port: int) -> bool:
-    """Whether a TCP socket of this host listens on ``port`` (read from
-    ``/proc/net/tcp*``: no connection is made)."""
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+def wait_until(
+    condition: Callable[[], object], what: str, timeout: float = 10.0, interval: float = 0.01
+) -> None:
+    """Poll ``condition`` until it is true; ``AssertionError`` naming ``what``
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def socket_table(protocol: str) -> Iterator[list[str]]:
+    """The rows of this host's socket table for ``protocol`` (``"tcp"`` or
+    ``"udp"``, IPv4 and IPv6: ``/proc/net/tcp``, ``/proc/net/tcp6``...), each split
+    into its fields (``[1]`` the local address, ``[2]`` the remote one, ``[3]`` the
+    state, ports in hex)."""
+    for name in (f"/proc/net/{protocol}", f"/proc/net/{protocol}6"):
         try:
             lines = Path(name).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
-            fields = line.split()
-            local, state = fields[1], fields[3]
-            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
+            yield line.split()
+
+
+def port_of(address: str) -> int:
+    """The port of a ``/proc/net`` address field (``0100007F:1F90`` -> 8080)."""
+    return int(address.rsplit(":", 1)[1], 16)
+
+
+def is_listening(port: int) -> bool:
+    """Whether a TCP socket of this host listens on ``port`` (read from
+    ``/proc/net/tcp*``: no connection is made)."""
+    return any(f[3] == "0A" and port_of(f[1]) == port for f in socket_table("tcp"))
 
 
 class Process:
@@ -114,17 +138,22 @@ class Process:
         return self.proc.poll()
 
     def wait_listening(self, port: int, timeout: float = 15.0) -> None:
-        """Wait until the process listens on ``port``; fail early, with its stderr,
-        if it exits first."""
+        """Wait until the process listens on TCP ``port``; fail early, with its
+        stderr, if it exits first."""
+        self.wait_for(lambda: is_listening(port), f"listening on {port}", timeout)
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+        """Wait until ``condition()`` (``what`` names it in errors); fail early,
+        with the process's stderr, if it exits first."""
         deadline = time.monotonic() + timeout
-        while not is_listening(port):
+        while not condition():
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"{' '.join(self.argv)} exited with {self.proc.returncode} before "
-                    f"listening on {port}; stderr:\n{self.stderr}"
+                    f"{what}; stderr:\n{self.stderr}"
                 )
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"not listening on {port} after {timeout}s:\n{self.stderr}")
+                raise TimeoutError(f"not {what} after {timeout}s:\n{self.stderr}")
             time.sleep(0.05)
 
     def wait(self, timeout: float = 15.0) -> int:
@@ -204,9 +233,14 @@ MOSQUITTO = "/usr/sbin/mosquitto"
 
 
 @contextmanager
-def mosquitto(tmp_dir: str | os.PathLike[str]) -> Iterator[int]:
+def mosquitto(tmp_dir: str | os.PathLike[str] | None = None) -> Iterator[int]:
     """Run a real mosquitto broker on a free loopback port (anonymous access, no
-    persistence) for the duration of the block; yields the port."""
+    persistence) for the duration of the block; yields the port. Its configuration
+    file goes to ``tmp_dir`` (a temporary directory, removed after, by default)."""
+    if tmp_dir is None:
+        with tempfile.TemporaryDirectory() as tmp, mosquitto(tmp) as port:
+            yield port
+        return
     port = free_port()
     conf = Path(tmp_dir) / f"mosquitto-{port}.conf"
     conf.write_text(

@@ -9,14 +9,13 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, Process, _env
+from tests.helpers import ROOT, Process, _env, port_of, socket_table
 
 __all__ = [
     "dig",
@@ -58,27 +57,12 @@ def free_udp_port(host: str = "127.0.0.1", tcp_too: bool = False) -> int:
 
 def is_udp_bound(port: int) -> bool:
     """Whether a UDP socket of this host is bound to ``port`` (from /proc/net/udp*)."""
-    for name in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            lines = Path(name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            local = line.split()[1]
-            if int(local.rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
+    return any(port_of(f[1]) == port for f in socket_table("udp"))
 
 
 def wait_udp_bound(proc: Process, port: int, timeout: float = 15.0) -> None:
     """Wait until ``proc`` has bound UDP ``port``; fail early if it exits."""
-    deadline = time.monotonic() + timeout
-    while not is_udp_bound(port):
-        if proc.returncode is not None:
-            raise RuntimeError(f"exited with {proc.returncode} before binding:\n{proc.stderr}")
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"UDP port {port} not bound after {timeout}s:\n{proc.stderr}")
-        time.sleep(0.05)
+    proc.wait_for(lambda: is_udp_bound(port), f"bound to UDP port {port}", timeout)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from .parser import (
     ResponseParser,
     expects_100_continue,
     persistent,
+    request_flags,
 )
 from .writer import (
     REASONS,
@@ -39,6 +40,7 @@ __all__ = [
     "expects_100_continue",
     "last_chunk",
     "persistent",
+    "request_flags",
     "request_head_bytes",
     "response_head_bytes",
 ]

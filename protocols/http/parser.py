@@ -41,6 +41,7 @@ __all__ = [
     "ResponseParser",
     "expects_100_continue",
     "persistent",
+    "request_flags",
 ]
 
 
@@ -231,6 +232,20 @@ def _persistent(version: str, connection: list[str]) -> bool:
     return "close" not in tokens and (version == "1.1" or "keep-alive" in tokens)
 
 
+def _connection_and_expect(headers: Headers) -> tuple[list[str], list[str]]:
+    """The ``Connection`` and the ``Expect`` values of ``headers``, in one pass; a
+    name is compared by its length first, so most fields cost no ``lower()``."""
+    connection: list[str] = []
+    expect: list[str] = []
+    for name, value in headers.items():
+        n = len(name)
+        if n == 10 and name.lower() == "connection":
+            connection.append(value)
+        elif n == 6 and name.lower() == "expect":
+            expect.append(value)
+    return connection, expect
+
+
 def persistent(head: RequestHead | ResponseHead) -> bool:
     """Whether the connection may carry another message after the one ``head``
     starts (RFC 9112 9.3): HTTP/1.1 unless ``Connection: close``, HTTP/1.0 only with
@@ -238,14 +253,22 @@ def persistent(head: RequestHead | ResponseHead) -> bool:
     the latest head they parsed; this answers it for any head (several pipelined
     requests can arrive in one feed). A response whose body runs until the
     connection closes ends the connection whatever its head says."""
-    return _persistent(head.version, head.headers.get_all("connection"))
+    return _persistent(head.version, _connection_and_expect(head.headers)[0])
 
 
 def expects_100_continue(head: RequestHead) -> bool:
     """Whether the request ``head`` asks for ``100 Continue`` before its body (an
     HTTP/1.0 request's expectation is ignored, RFC 9110 10.1.1)."""
-    return head.version == "1.1" and "100-continue" in _connection_tokens(
-        head.headers.get_all("expect")
+    return request_flags(head)[1]
+
+
+def request_flags(head: RequestHead) -> tuple[bool, bool]:
+    """``(persistent(head), expects_100_continue(head))`` in one pass over the
+    fields: what a server needs of every request it reads, as the parser decides it."""
+    connection, expect = _connection_and_expect(head.headers)
+    version = head.version
+    return _persistent(version, connection), bool(expect) and version == "1.1" and (
+        "100-continue" in _connection_tokens(expect)
     )
 
 
@@ -256,7 +279,12 @@ class _Parser:
     _ERROR_STATUS: int | None = None  # a fixed status for every error (502 for responses)
 
     def __init__(
-        self, max_line: int, max_header_bytes: int, max_headers: int, max_body: int | None
+        self,
+        *,
+        max_line: int = 8192,
+        max_header_bytes: int = 65536,
+        max_headers: int = 100,
+        max_body: int | None = None,
     ) -> None:
         self._max_line = max_line
         self._max_header_bytes = max_header_bytes
@@ -621,16 +649,6 @@ class RequestParser(_Parser):
     [b'hi', EndOfMessage(trailers=None)]
     """
 
-    def __init__(
-        self,
-        *,
-        max_line: int = 8192,
-        max_header_bytes: int = 65536,
-        max_headers: int = 100,
-        max_body: int | None = None,
-    ) -> None:
-        super().__init__(max_line, max_header_bytes, max_headers, max_body)
-
     def feed(self, data: bytes) -> list[RequestHead | bytes | EndOfMessage]:
         """Parse what has arrived; ``data == b""`` means the peer closed (EOF).
 
@@ -723,7 +741,12 @@ class ResponseParser(_Parser):
         max_headers: int = 100,
         max_body: int | None = None,
     ) -> None:
-        super().__init__(max_line, max_header_bytes, max_headers, max_body)
+        super().__init__(
+            max_line=max_line,
+            max_header_bytes=max_header_bytes,
+            max_headers=max_headers,
+            max_body=max_body,
+        )
         self._methods: deque[str] = deque()
 
     def expect(self, method: str) -> None:

@@ -24,6 +24,7 @@ from .codec import (
     Framer,
     encode,
     error_answer,
+    packet_end,
 )
 from .errors import ProtocolError
 from .packets import (
@@ -82,5 +83,6 @@ __all__ = [
     "Will",
     "encode",
     "error_answer",
+    "packet_end",
     "topic_matches",
 ]

@@ -23,7 +23,8 @@ servers just close). Encoding an invalid packet (a wildcard in a PUBLISH topic,
 that is a bug of the caller, not bad input from the network.
 
 :class:`Framer` only finds packet boundaries in a byte stream (the fixed headers),
-for code that relays packets without decoding them.
+for code that relays packets without decoding them; :func:`packet_end` does the
+same for one packet in a buffer.
 
 Checked on decoding: fixed-header flags per packet type (0b0010 for PUBREL,
 SUBSCRIBE, UNSUBSCRIBE, 0 for the others; PUBLISH QoS 3 and DUP with QoS 0 are
@@ -89,6 +90,8 @@ __all__ = [
     "Framer",
     "encode",
     "error_answer",
+    "fixed_header",
+    "packet_end",
 ]
 
 #: The largest packet MQTT can express: a 5-byte fixed header and 268435455 bytes.
@@ -248,13 +251,10 @@ class Decoder:
                     length = (byte & 0x7F) | (buf[pos + 2] << 7)
                     body = pos + 3
                 else:
-                    i = pos + 2
-                    stop = min(pos + 5, size)
-                    while i < stop and buf[i] >= 0x80:
-                        i += 1
-                    if i == stop < pos + 5:
+                    header = fixed_header(buf, pos)
+                    if header is None:
                         break  # the remaining length itself is incomplete
-                    length, body = read_varint(buf, pos + 1, size)
+                    length, body = header
                 end = body + length
                 if end - pos > limit:
                     raise ProtocolError(
@@ -627,6 +627,32 @@ _PARSERS: dict[int, Callable[[bytes, int, int, int], Packet]] = {
 }
 
 
+def fixed_header(data: bytes, pos: int) -> tuple[int, int] | None:
+    """The remaining length of the packet starting at ``pos`` and the index where
+    its body starts, or ``None`` while ``data`` ends inside the remaining length.
+    A remaining length longer than four bytes or not minimally encoded raises
+    :class:`ProtocolError` (0x81)."""
+    size = len(data)
+    i = pos + 1
+    stop = min(pos + 5, size)
+    while i < stop and data[i] >= 0x80:
+        i += 1
+    if i >= stop < pos + 5:
+        return None
+    return read_varint(data, pos + 1, size)
+
+
+def packet_end(data: bytes, pos: int) -> int | None:
+    """The index just past the packet starting at ``pos``, or ``None`` if ``data``
+    does not hold all of it yet (for code that relays whole packets without
+    decoding them). A bad remaining length raises :class:`ProtocolError`."""
+    header = fixed_header(data, pos)
+    if header is None:
+        return None
+    end = header[0] + header[1]
+    return end if end <= len(data) else None
+
+
 class Framer:
     """Finds packet boundaries in a byte stream by reading only fixed headers.
 
@@ -656,13 +682,11 @@ class Framer:
                 continue
             old = len(self._header)
             header = self._header + data[pos : pos + 5 - old]
-            end = 1
-            while end < len(header) and header[end] >= 0x80:
-                end += 1
-            if end >= len(header) < 5:  # the remaining length is still incomplete
+            known = fixed_header(header, 0)
+            if known is None:  # the remaining length is still incomplete
                 self._header = header
                 return
-            length, body = read_varint(header, 1, len(header))
+            length, body = known
             pos += body - old
             self._header = b""
             self._remaining = length

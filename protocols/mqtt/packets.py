@@ -121,43 +121,42 @@ class Publish:
 
 
 @dataclass(frozen=True, slots=True)
-class PubAck:
+class _PublishAck:
+    """The fields the four acknowledgements of a PUBLISH flow share. Each is still
+    its own packet type: an acknowledgement equals only one of its own class."""
+
+    type: ClassVar[PacketType]
+    packet_id: int
+    reason_code: int = 0
+    properties: Properties = EMPTY_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck(_PublishAck):
     """PUBACK: acknowledges a QoS 1 PUBLISH."""
 
     type: ClassVar[PacketType] = PacketType.PUBACK
-    packet_id: int
-    reason_code: int = 0
-    properties: Properties = EMPTY_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
-class PubRec:
+class PubRec(_PublishAck):
     """PUBREC: first answer to a QoS 2 PUBLISH."""
 
     type: ClassVar[PacketType] = PacketType.PUBREC
-    packet_id: int
-    reason_code: int = 0
-    properties: Properties = EMPTY_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
-class PubRel:
+class PubRel(_PublishAck):
     """PUBREL: answers PUBREC (fixed-header flags 0b0010)."""
 
     type: ClassVar[PacketType] = PacketType.PUBREL
-    packet_id: int
-    reason_code: int = 0
-    properties: Properties = EMPTY_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)
-class PubComp:
+class PubComp(_PublishAck):
     """PUBCOMP: ends the QoS 2 exchange."""
 
     type: ClassVar[PacketType] = PacketType.PUBCOMP
-    packet_id: int
-    reason_code: int = 0
-    properties: Properties = EMPTY_PROPERTIES
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,28 +3,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT
-
-
-def load_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_run"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_bench()
+from bench import common as bench
+from bench import run, suite_http, suite_l4
 
 WRK = """\
 Running 10s test @ http://127.0.0.1:41234/
@@ -63,11 +49,11 @@ def test_parse_wrk_refuses_zero_requests_and_garbage() -> None:
 
 def test_parse_iperf3() -> None:
     good = json.dumps({"end": {"sum_received": {"bits_per_second": 2.5e10}}})
-    assert bench.parse_iperf3(good) == pytest.approx(25.0)
+    assert suite_l4.parse_iperf3(good) == pytest.approx(25.0)
     with pytest.raises(bench.BenchError, match="unable to connect"):
-        bench.parse_iperf3(json.dumps({"error": "unable to connect to server"}))
+        suite_l4.parse_iperf3(json.dumps({"error": "unable to connect to server"}))
     with pytest.raises(bench.BenchError, match="unparsable"):
-        bench.parse_iperf3("iperf3: error")
+        suite_l4.parse_iperf3("iperf3: error")
 
 
 def test_write_section_replaces_only_its_suite(tmp_path: Path) -> None:
@@ -118,23 +104,23 @@ def test_http_config_templates_have_the_settings_compared() -> None:
 
 
 def test_large_payload_is_one_mib_of_varied_bytes() -> None:
-    payload = bench.large_payload()
-    assert len(payload) == bench.LARGE_SIZE == 1 << 20
+    payload = suite_http.large_payload()
+    assert len(payload) == suite_http.LARGE_SIZE == 1 << 20
     assert len(set(payload)) == 256
 
 
 def test_contenders_per_suite_and_only() -> None:
-    opts = bench.parse_args(["--contenders", "nginx,trioxy,trioxy-events", "--only", "small"])
+    opts = run.parse_args(["--contenders", "nginx,trioxy,trioxy-events", "--only", "small"])
     assert bench.suite_contenders(opts, "http") == ["nginx", "trioxy"]
     assert bench.suite_contenders(opts, "l4") == ["trioxy", "trioxy-events"]
     assert opts.only == ["small"] and opts.output is None  # --only: printed, not written
-    assert bench.parse_args([]).suites == ["l4", "http"]
+    assert run.parse_args([]).suites == ["l4", "http", "mqtt", "dns"]
     with pytest.raises(SystemExit):
-        bench.parse_args(["--contenders", "squid"])
+        run.parse_args(["--contenders", "squid"])
 
 
 def test_a_missing_reverse_proxy_script_is_skipped_not_faked(tmp_path: Path) -> None:
-    opts = bench.parse_args(
+    opts = run.parse_args(
         [
             "--suite",
             "http",
@@ -206,13 +192,13 @@ def test_http_ratios_and_targets_are_against_nginx() -> None:
 
 
 def test_render_http_section(tmp_path: Path) -> None:
-    opts = bench.parse_args(["--suite", "http"])
+    opts = run.parse_args(["--suite", "http"])
     nginx = contender("nginx", (40000, 5.0, 2.0))
     nginx.config_text = "upstream backend { keepalive 32; }"
     nginx.command = "nginx -c nginx.conf"
     result = http_result([nginx, contender("trioxy", (16000, 2.0, 4.0))], 5.0)
     result.backend_config = 'return 200 "ok";'
-    text = bench.render_http_section(opts, [result], {}, "today", 12.0, 0.0)
+    text = suite_http.render_section(opts, [result], {}, "today", 12.0, 0.0)
     assert text.startswith("## HTTP (reverse proxy)")
     assert "`bench/run.py --suite http`" in text
     assert "### HTTP small" in text and "| trioxy / nginx | 0.40 |" in text

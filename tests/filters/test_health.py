@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
 import socket
+import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from filters.balance import RoundRobin
-from filters.health import HealthCheck
-from pipeline import Proxy, StreamEnd
+from filters.balance import RoundRobin, Sticky
+from filters.health import HealthCheck, balancers_in
+from pipeline import Filter, Proxy, StreamEnd
 from pipeline.runtime import serve
 from pipeline.testing import open_pipeline
-from tests.helpers import free_port
+from tests.helpers import Process, free_port, run_trioxy
 
 Handler = Callable[[trio.socket.SocketType], Awaitable[None]]
 
@@ -205,6 +209,103 @@ async def test_checks_stop_when_the_server_stops(caplog: pytest.LogCaptureFixtur
         assert not balancer.checks_running
     assert answer.startswith(b"HTTP/1.1 200")
     assert health_lines(caplog) == [f"backend {down} DOWN (1 failed check: connection refused)"]
+
+
+async def test_checks_start_with_the_server_before_any_client(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioxy.health")
+    backend = HTTPBackend(200)
+    async with server(backend) as target:
+        down = dead()
+        # A long interval: the only check in this test is the one at startup.
+        balancer = RoundRobin([target, down], health=HealthCheck("/probe", interval=60, fall=1))
+        proxy = Proxy()
+        (
+            proxy.listen("127.0.0.1:0")
+            .demux_http()
+            .to(lambda p: p.balance(balancer).mux_http().to(lambda s: s.connect(balancer)))
+        )
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                running = await nursery.start(
+                    lambda task_status: serve(
+                        proxy.build(), handle_signals=False, task_status=task_status
+                    )
+                )
+                assert balancer.checks_running  # started with the server
+                while not backend.requests or balancer.available(down):
+                    await trio.sleep(0.01)
+                assert not running.streams  # no client has come
+                running.shutdown()
+        assert not balancer.checks_running
+    (probe,) = backend.requests
+    assert probe.startswith(b"GET /probe HTTP/1.1\r\n")
+    assert b"\r\nUser-Agent: trioxy-health-check\r\n" in probe
+    assert health_lines(caplog) == [f"backend {down} DOWN (1 failed check: connection refused)"]
+
+
+def test_the_balancers_of_a_configuration_are_found_wherever_filters_hold_them() -> None:
+    checked = HealthCheck(None)
+    plain = RoundRobin(["127.0.0.1:1"])
+    inner = RoundRobin(["127.0.0.1:2"], health=checked)
+    in_kwargs = RoundRobin(["127.0.0.1:3"], health=checked)
+    in_list = RoundRobin(["127.0.0.1:4"], health=checked)
+    named = RoundRobin(["127.0.0.1:5"], health=checked)
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").connect(plain)
+    (
+        proxy.listen("127.0.0.1:0")
+        .demux_http()
+        .to(lambda p: p.balance(Sticky(inner)).mux_http().to(lambda s: s.connect(in_kwargs)))
+    )
+    proxy.listen("127.0.0.1:0").add_filter(Holder, [{"x": in_list}]).to("named")
+    proxy.pipeline("named").connect(named)
+    found = list(balancers_in(proxy.build()))
+    assert {id(b) for b in found} >= {id(b) for b in (plain, inner, in_kwargs, in_list, named)}
+    assert len(found) == len({id(b) for b in found})  # each once
+    assert not any(isinstance(b, RoundRobin) and b.checks_running for b in found)
+
+
+class Holder(Filter):
+    """A joint filter holding balancers in a nested argument (as a script's own
+    filter might)."""
+
+    name = "holder_test"
+    joint = True
+
+    def __init__(self, anything: object) -> None:
+        self.anything = anything
+
+
+def test_a_reverse_proxy_script_checks_its_upstreams_before_any_request(
+    tmp_path: Path,
+) -> None:
+    backend_port, down = free_port(), dead()
+    argv = [sys.executable, "-m", "http.server", str(backend_port), "--bind", "127.0.0.1"]
+    backend = Process(argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, tmp_path)
+    try:
+        backend.wait_listening(backend_port)
+        port = free_port()
+        env = {
+            "LISTEN": f"127.0.0.1:{port}",
+            "UPSTREAMS": f"127.0.0.1:{backend_port},{down}",
+            "HEALTH_PATH": "/probe",
+            "HEALTH_INTERVAL": "60",  # one check each, at startup
+            "HEALTH_FALL": "1",
+        }
+        with run_trioxy("scripts/reverse_proxy.py", env=env) as proxy:
+            proxy.wait_listening(port)  # (reads /proc: connects to nothing)
+            deadline = time.monotonic() + 20
+            while "GET /probe " not in backend.stderr or " DOWN " not in proxy.stderr:
+                assert time.monotonic() < deadline, (backend.stderr, proxy.stderr)
+                time.sleep(0.05)
+        log = proxy.stderr
+        requests = backend.stderr
+    finally:
+        backend.close()
+    assert f"backend {down} DOWN (1 failed check: connection refused)" in log
+    assert requests.count("GET ") == 1  # the check, and no client request
 
 
 # Configuration --------------------------------------------------------------------------

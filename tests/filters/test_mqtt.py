@@ -7,7 +7,6 @@ import importlib
 import re
 import socket
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,7 +46,7 @@ from protocols.mqtt import (
 )
 from protocols.mqtt._wire import read_varint
 from protocols.mqtt.properties import Properties
-from tests.helpers import free_port, run_trioxy
+from tests.helpers import free_port, run_trioxy, wait_until
 from tests.protocols.mqtt_broker import mosquitto, needs_mosquitto, raw_client
 
 TIMEOUT = 10.0
@@ -565,14 +564,6 @@ def gateway(tmp_path: Path) -> Iterator[tuple[int, int]]:
             finally:
                 proc.stop()
                 assert "Traceback" not in proc.stderr, proc.stderr
-
-
-def wait_until(condition: Callable[[], Any], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 class PahoClient:

@@ -15,6 +15,10 @@ import trio
 import trio.testing
 
 from pipeline import ConfigError, Data, Event, Filter, Proxy, StreamEnd
+from pipeline.hookspecs import hookimpl
+from pipeline.live import ShutdownNotice, service_nursery, shutdown_notice
+from pipeline.plugins import plugin_manager
+from pipeline.proxy import ProxyConfig
 from pipeline.runtime import ListenError, Server, serve
 
 
@@ -395,3 +399,118 @@ async def test_a_client_reset_reaches_the_pipeline_as_an_error_end() -> None:
                 await trio.sleep(0.01)
     [end] = ends
     assert isinstance(end.error, ConnectionResetError)
+
+
+# Startup and the shutdown notice ----------------------------------------------------
+
+
+async def test_the_startup_hook_runs_with_the_services_in_place() -> None:
+    seen: list[tuple[bool, ShutdownNotice | None]] = []
+
+    class Startup:
+        @hookimpl
+        def trioxy_startup(self, config: ProxyConfig) -> None:
+            seen.append((service_nursery.get() is not None, shutdown_notice.get()))
+
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0")
+    pm = plugin_manager()
+    plugin = Startup()
+    pm.register(plugin)
+    try:
+        async with running(proxy) as server:
+            assert seen == [(True, server.notice)]
+    finally:
+        pm.unregister(plugin)
+
+
+async def test_a_failing_startup_hook_stops_the_server_with_its_own_error() -> None:
+    calls: list[str] = []
+
+    class Refuse:
+        @hookimpl
+        def trioxy_startup(self, config: ProxyConfig) -> None:
+            raise ConfigError("not today")
+
+        @hookimpl
+        def trioxy_shutdown(self, config: ProxyConfig) -> None:
+            calls.append("shutdown")
+
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0")
+    pm = plugin_manager()
+    plugin = Refuse()
+    pm.register(plugin)
+    try:
+        with pytest.raises(ConfigError, match="not today"):  # as itself, not in a group
+            await serve(proxy.build(), handle_signals=False)
+    finally:
+        pm.unregister(plugin)
+    assert calls == ["shutdown"]
+
+
+async def test_the_notice_reaches_streams_once_nothing_is_accepted() -> None:
+    """A stream's filter subscribes to the notice; its callback runs when the
+    listeners are closed. A stream that does not act on it keeps its grace period."""
+    heard: list[bool] = []
+    servers: list[Server] = []
+
+    class Listen(Filter):
+        name = "listen_notice_test"
+
+        def __init__(self) -> None:
+            self.notice = shutdown_notice.get()
+            if self.notice is not None:
+                self.notice.subscribe(self.heard)
+
+        def heard(self) -> None:
+            heard.append(servers[0].listeners[0].sock.fileno() == -1)  # closed already
+
+        async def on_event(self, event: Event) -> None:
+            await self.output(event)
+
+    proxy = Proxy()
+    proxy.listen("127.0.0.1:0").add_filter(Listen)
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(
+            partial(serve, proxy.build(), grace_period=30, handle_signals=False)
+        )
+        servers.append(server)
+        stream = await connect(server.ports[0])
+        await stream.send_all(b"x")
+        assert await stream.receive_some(10) == b"x"
+        assert not server.notice.started
+        server.shutdown()
+        with trio.fail_after(10):
+            await server.notice.wait()
+        assert heard == [True]
+        await stream.send_all(b"y")  # still served: the filter did not close it
+        assert await stream.receive_some(10) == b"y"
+        await stream.send_eof()
+        with trio.fail_after(10):
+            assert await read_all(stream) == b""
+        await stream.aclose()
+
+
+async def test_notice_callbacks_run_once_and_a_failing_one_does_not_stop_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    notice = ShutdownNotice()
+    calls: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("plugin bug")
+
+    notice.subscribe(lambda: calls.append("first"))
+    notice.subscribe(broken)
+    notice.subscribe(lambda: calls.append("last"))
+    gone = partial(calls.append, "unsubscribed")
+    notice.subscribe(gone)
+    notice.unsubscribe(gone)
+    notice.unsubscribe(gone)  # no error
+    notice.start()
+    notice.start()
+    await notice.wait()
+    assert notice.started and calls == ["first", "last"]
+    [failure] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "shutdown callback" in failure.getMessage()

@@ -1,7 +1,8 @@
 """A real mosquitto broker for tests, and a raw MQTT client made of our codec.
 
 ``with mosquitto() as port:`` runs a real mosquitto on a free loopback port
-(``tests.helpers.mosquitto``) and stops it when the block ends, even on failure.
+(:func:`tests.helpers.mosquitto`, re-exported) and stops it when the block ends,
+even on failure.
 :class:`RawClient` speaks MQTT over a plain socket with
 :func:`protocols.mqtt.encode` and :class:`protocols.mqtt.Decoder`.
 """
@@ -9,7 +10,6 @@
 from __future__ import annotations
 
 import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,20 +17,13 @@ from pathlib import Path
 import pytest
 
 from protocols.mqtt import Decoder, Packet, encode
-from tests.helpers import MOSQUITTO
-from tests.helpers import mosquitto as broker_in
+from tests.helpers import MOSQUITTO, mosquitto
+
+__all__ = ["RawClient", "mosquitto", "needs_mosquitto", "raw_client"]
 
 needs_mosquitto = pytest.mark.skipif(
     not Path(MOSQUITTO).exists(), reason="mosquitto is not installed (apt-get install mosquitto)"
 )
-
-
-@contextmanager
-def mosquitto() -> Iterator[int]:
-    """A mosquitto listening on 127.0.0.1 (see :func:`tests.helpers.mosquitto`),
-    with its configuration in a temporary directory; yields its port."""
-    with tempfile.TemporaryDirectory() as tmp, broker_in(tmp) as port:
-        yield port
 
 
 class RawClient:

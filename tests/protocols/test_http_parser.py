@@ -49,6 +49,7 @@ from protocols.http import (
     ResponseParser,
     expects_100_continue,
     persistent,
+    request_flags,
 )
 
 from .http_corpus.reference import split_feed
@@ -273,7 +274,23 @@ def test_persistence_of_each_pipelined_request() -> None:
     heads = [i for i in items if isinstance(i, RequestHead)]
     assert [persistent(h) for h in heads] == [True, False]
     assert [expects_100_continue(h) for h in heads] == [True, False]
+    assert [request_flags(h) for h in heads] == [(True, True), (False, False)]
     assert not parser.keep_alive
+
+
+def test_request_flags_agree_with_the_parser() -> None:
+    cases = [
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n",
+        b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nExpect: foo, 100-continue\r\nContent-Length: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nconnection: upgrade, Close\r\n\r\n",
+        b"GET / HTTP/1.0\r\nCONNECTION: Keep-Alive\r\n\r\n",
+    ]
+    for raw in cases:
+        parser = RequestParser()
+        head = parser.feed(raw)[0]
+        assert isinstance(head, RequestHead)
+        assert request_flags(head) == (parser.keep_alive, parser.expects_continue), raw
 
 
 def test_a_head_trickling_in_byte_by_byte() -> None:

@@ -34,6 +34,7 @@ from protocols.mqtt import (
     Will,
     encode,
     error_answer,
+    packet_end,
 )
 from protocols.mqtt.topics import TopicPattern, topic_matches
 
@@ -529,6 +530,33 @@ def test_framer_finds_every_boundary(data: st.DataObject) -> None:
         framer.feed(chunk)
         fed += len(chunk)
         assert framer.at_boundary == (fed in boundaries)
+
+
+@FUZZ
+@given(packets=st.lists(server_packets(5), min_size=1, max_size=5), cut=st.integers(0, 10**6))
+def test_packet_end_finds_each_whole_packet(packets: list[Packet], cut: int) -> None:
+    encoded = [encode(p, 5) for p in packets]
+    wire = b"".join(encoded)
+    pos = 0
+    for e in encoded:
+        assert packet_end(wire, pos) == pos + len(e)
+        pos += len(e)
+    # Any proper prefix of the last packet is not whole yet.
+    start = len(wire) - len(encoded[-1])
+    short = wire[: start + cut % len(encoded[-1])]
+    assert packet_end(short, start) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x30\xff\xff\xff\xff\x01", "longer than four bytes"),
+        (b"\x30\x80\x00", "not minimally encoded"),
+    ],
+)
+def test_packet_end_refuses_a_bad_remaining_length(data: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        packet_end(data, 0)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,16 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.helpers import ROOT, Process, free_port, mosquitto, run_trioxy
+from tests.helpers import (
+    ROOT,
+    Process,
+    free_port,
+    mosquitto,
+    port_of,
+    run_trioxy,
+    socket_table,
+    wait_until,
+)
 
 DEVICES = 500
 MAX_UPSTREAM = 4
@@ -41,25 +50,7 @@ MAX_UPSTREAM = 4
 
 def established_to(port: int) -> int:
     """TCP connections in state ESTABLISHED whose remote port is ``port``."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[3] == "01" and int(fields[2].rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return sum(f[3] == "01" and port_of(f[2]) == port for f in socket_table("tcp"))
 
 
 class Monitor:
@@ -255,7 +246,12 @@ def test_devices_through_edge_and_cloud(tmp_path: Path) -> None:
             assert fleet.ask("publish one")["published"] == 3 * per_fleet
         for name in names:
             monitor.client.publish(f"down/{name}", b"cmd", qos=1)
-        wait_until(lambda: monitor.count("up/") >= 2 * DEVICES, 60, "QoS 1 and 2 messages")
+        wait_until(
+            lambda: monitor.count("up/") >= 2 * DEVICES,
+            "QoS 1 and 2 messages",
+            timeout=60,
+            interval=0.05,
+        )
 
         def commands_received() -> bool:
             return all(
@@ -266,7 +262,7 @@ def test_devices_through_edge_and_cloud(tmp_path: Path) -> None:
                 for fleet in fleets
             )
 
-        wait_until(commands_received, 60, "commands to reach every device")
+        wait_until(commands_received, "commands to reach every device", timeout=60, interval=0.05)
         time.sleep(0.5)
         with monitor.lock:
             for name in names:
@@ -289,10 +285,15 @@ def test_devices_through_edge_and_cloud(tmp_path: Path) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
-        wait_until(lambda: monitor.count("will/dying") == 1, 30, "the dead device's will")
+        wait_until(
+            lambda: monitor.count("will/dying") == 1,
+            "the dead device's will",
+            timeout=30,
+            interval=0.05,
+        )
         leaving = Device("leaving", edge_port, version=4)
         leaving.start()
-        wait_until(leaving.connected.is_set, 20, "a device to connect")
+        wait_until(leaving.connected.is_set, "a device to connect", timeout=20, interval=0.05)
         leaving.stop()
         time.sleep(1.0)
         assert monitor.count("will/leaving") == 0
@@ -302,9 +303,14 @@ def test_devices_through_edge_and_cloud(tmp_path: Path) -> None:
         late = Device("late", edge_port, version=5)
         late.start()
         stack.callback(late.stop)
-        wait_until(late.connected.is_set, 20, "a device to connect")
+        wait_until(late.connected.is_set, "a device to connect", timeout=20, interval=0.05)
         late.client.subscribe("cfg/all", qos=1)
-        wait_until(lambda: ("cfg/all", b"v1") in late.received, 20, "the retained message")
+        wait_until(
+            lambda: ("cfg/all", b"v1") in late.received,
+            "the retained message",
+            timeout=20,
+            interval=0.05,
+        )
 
         # The link breaks: devices are disconnected, no will is published, and
         # they come back through new links once the relay is back.
@@ -312,8 +318,9 @@ def test_devices_through_edge_and_cloud(tmp_path: Path) -> None:
         relays[-1].stop(signal.SIGKILL)
         wait_until(
             lambda: all(fleet.ask("status")["connected"] == 0 for fleet in fleets),
-            30,
             "devices to be disconnected",
+            timeout=30,
+            interval=0.05,
         )
         gw["start_relay"]()  # type: ignore[operator]
         assert [fleet.ask("wait")["connected"] for fleet in fleets] == [per_fleet] * FLEETS
@@ -322,7 +329,12 @@ def test_devices_through_edge_and_cloud(tmp_path: Path) -> None:
         assert monitor.count("will/f") == 0  # no device of the fleets lost its will
         for fleet in fleets:
             assert fleet.ask("publish two")["published"] == 3 * per_fleet
-        wait_until(lambda: monitor.count("up/") >= 4 * DEVICES, 60, "messages after reconnect")
+        wait_until(
+            lambda: monitor.count("up/") >= 4 * DEVICES,
+            "messages after reconnect",
+            timeout=60,
+            interval=0.05,
+        )
 
 
 @pytest.mark.slow
@@ -344,7 +356,7 @@ def test_persistent_session_gets_messages_queued_while_offline(tmp_path: Path) -
                 device.client.loop_start()
             else:
                 device.start()
-            wait_until(device.connected.is_set, 20, "the device to connect")
+            wait_until(device.connected.is_set, "the device to connect", timeout=20, interval=0.05)
             time.sleep(0.3)
             device.stop()
             monitor.client.publish(f"down/{name}", b"queued", qos=1).wait_for_publish(10)
@@ -359,8 +371,9 @@ def test_persistent_session_gets_messages_queued_while_offline(tmp_path: Path) -
                 again.start()
             wait_until(
                 lambda d=again, n=name: (f"down/{n}", b"queued") in d.received,  # type: ignore[misc]
-                20,
                 "the queued message",
+                timeout=20,
+                interval=0.05,
             )
 
 

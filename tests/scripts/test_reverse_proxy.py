@@ -119,7 +119,7 @@ def reverse_proxy(upstreams: list[Backend] | str, **env: str) -> Iterator[tuple[
     settings = {
         "LISTEN": f"127.0.0.1:{port}",
         "UPSTREAMS": targets,
-        "HEALTH_INTERVAL": "60",  # one check at the first request; tests that watch checks set it
+        "HEALTH_INTERVAL": "60",  # one check at startup; tests that watch checks set it
         **env,
     }
     with run_trioxy(SCRIPT, env=settings) as proc:
@@ -327,7 +327,7 @@ def test_active_checks_take_a_failing_backend_out_and_back() -> None:
         b = ups[1]
         env = {"HEALTH_INTERVAL": "0.1", "HEALTH_PATH": "/health"}
         with reverse_proxy(ups, **env) as (port, proc):
-            assert sorted(curl(port, 3)) == ["A", "B", "C"]  # the first request starts the checks
+            assert sorted(curl(port, 3)) == ["A", "B", "C"]  # (the checks started with the server)
             b.health = 503
             wait_for_line(proc, rf"backend {b.address} DOWN \(3 failed checks: HTTP 503\)")
             while_down = curl(port, 6)

@@ -1,0 +1,1 @@
+"""trioxy's benchmark harness (``bench/run.py``) and its suites; see bench/README.md."""

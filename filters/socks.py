@@ -1,0 +1,606 @@
+"""``accept_socks`` and ``connect_socks``: the two ends of SOCKS5 (RFC 1928, RFC 1929).
+
+``accept_socks(users=None, allow=None, timeout=10.0).to(layout)`` is a SOCKS5
+server. It negotiates with the client (no authentication, or username/password
+when ``users`` is given), reads its ``CONNECT`` request and runs ``layout`` for
+the stream in a child context holding the request; ``layout`` is where the bytes
+go, normally ``connect`` to the requested target::
+
+    proxy.listen(1080).accept_socks().to(lambda p: p.connect(lambda ctx: ctx.target))
+
+=========================  ======================================================
+in the sub-pipeline        value
+=========================  ======================================================
+``ctx.target``             ``"host:port"`` the client asked for (``"[v6]:port"``
+                           for IPv6; a domain name is resolved by ``connect``)
+``ctx.socks_request``      the :class:`~protocols.socks5.Request` (``.host``,
+                           ``.port``, ``.address_type``)
+``ctx.socks_user``         the authenticated username, or ``None``
+=========================  ======================================================
+
+Arguments:
+
+``users=None``
+    ``None``: no authentication. A ``dict`` of username to password, or a
+    function ``fn(ctx, username, password) -> bool`` (plain or ``async def``):
+    username/password authentication is required (a client that does not offer
+    it is answered "no acceptable method").
+``allow=None``
+    a function ``fn(ctx, request) -> bool`` (plain or ``async def``); a request
+    it refuses is answered ``0x02`` (connection not allowed by ruleset).
+``timeout=10.0``
+    seconds from the client's first byte to its complete request.
+
+The reply. Only ``CONNECT`` is served (``BIND`` and ``UDP ASSOCIATE`` are
+answered ``0x07``, command not supported). The reply is sent once the
+sub-pipeline's upstream connection exists: ``accept_socks`` feeds the
+sub-pipeline an empty ``Data`` (which makes ``connect`` connect, and waits for
+it), and ``connect`` reports its outcome through the context
+(:data:`filters.connect.CONNECT_WATCH`). (Filters before ``connect`` see that
+empty ``Data`` too: one that adds bytes to every chunk should leave empty ones
+alone.) Success is answered ``0x00`` with the
+upstream connection's local address; a failure with the code of its reason:
+
+=====================================================  =========================
+upstream failure                                       reply
+=====================================================  =========================
+connection refused                                     ``0x05`` refused
+no route to host, name not resolved, connect timeout   ``0x04`` host unreachable
+network unreachable                                    ``0x03`` network unreachable
+a ``connect_socks`` upstream's own refusal             its reply code
+anything else                                          ``0x01`` general failure
+=====================================================  =========================
+
+A sub-pipeline without a ``connect`` that reports (one that answers by itself,
+or a ``connect`` inside a shared ``mux`` session) gets the success reply as soon
+as the empty ``Data`` has gone through it, or before its first output. After a
+failed reply the stream ends (``StreamEnd()``: the client sees the reply, then
+the end). Malformed handshakes and timeouts get one warning line on the
+``trioxy.socks`` logger and close the stream; refused credentials, requests and
+commands get one info line. After the reply, events pass both ways unchanged,
+half-close included; bytes the client sent right after its request are kept
+and relayed first.
+
+``connect_socks(target=None, username=None, password=None, timeout=10.0).to(layout)``
+is a SOCKS5 client: ``layout`` is the connection to the SOCKS server (normally
+``connect("socks-host:1080")``), over which it asks for a ``CONNECT`` to
+``target`` and then relays the stream. ``target`` is ``"host:port"``, a function
+``fn(ctx) -> "host:port"`` (plain or ``async def``) or ``None`` for
+``ctx.target``; a host name is sent as such (the SOCKS server resolves it).
+``username``/``password`` enable RFC 1929 authentication. Like ``connect``, it
+starts with the stream's first event, holds the stream's events until the
+server has answered (that is the backpressure), sets ``ctx.upstream`` to the
+target once connected and reports to :data:`~filters.connect.CONNECT_WATCH`
+(so ``accept_socks`` in front of it replies after the far end did). A refusal
+ends the stream with ``StreamEnd(SocksError)`` (``.reply`` holds the server's
+code, ``None`` for authentication failures), a handshake longer than
+``timeout`` with ``StreamEnd(ConnectTimeout)``; both are logged once.
+
+Example (runnable): a SOCKS client end talks to a SOCKS server end in memory;
+the server's sub-pipeline answers in place of a real upstream::
+
+    import trio
+    from pipeline import Data, Proxy, StreamEnd
+    from pipeline.testing import join_data, run_layout
+
+    seen = []
+    proxy = Proxy()
+    (proxy.pipeline("server")
+        .accept_socks(users={"ann": "secret"})
+        .to(lambda p: p
+            .handle_stream_start(lambda ctx: seen.append((ctx.socks_user, ctx.target)))
+            .replace_data(lambda ctx, d: d.upper())))
+    (proxy.pipeline("client")
+        .connect_socks("example.com:80", username="ann", password="secret")
+        .to("server"))
+
+    out = trio.run(run_layout, proxy.layout("client"), [Data(b"hello"), StreamEnd()])
+    assert join_data(out) == b"HELLO" and out[-1] == StreamEnd()
+    assert seen == [("ann", "example.com:80")]
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import logging
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import trio
+
+from pipeline.context import Context
+from pipeline.errors import ConnectRefused, ConnectTimeout, PipelineError, UpstreamError
+from pipeline.events import Data, Event, StreamEnd
+from pipeline.filter import Filter
+from pipeline.hookspecs import hookimpl
+from pipeline.live import Pipeline
+from protocols.socks5 import (
+    COMMAND_NOT_SUPPORTED,
+    CONNECTION_NOT_ALLOWED,
+    CONNECTION_REFUSED,
+    GENERAL_FAILURE,
+    HOST_UNREACHABLE,
+    NETWORK_UNREACHABLE,
+    NO_AUTH,
+    SUCCEEDED,
+    USERNAME_PASSWORD,
+    ClientHandshake,
+    Command,
+    NoAcceptableMethod,
+    ProtocolError,
+    Refused,
+    Request,
+    ServerHandshake,
+    UserPass,
+)
+
+from ._callback import as_async
+from .balance import parse_target
+from .connect import CONNECT_WATCH
+
+__all__ = ["AcceptSocks", "ConnectSocks", "SocksError", "reply_for"]
+
+log = logging.getLogger("trioxy.socks")
+
+
+class SocksError(UpstreamError):
+    """The SOCKS server refused (``reply``: its reply code, ``None`` when it
+    refused our authentication) or spoke something else than SOCKS5."""
+
+    def __init__(self, message: str, target: str | None = None, reply: int | None = None):
+        super().__init__(message, target)
+        self.reply = reply
+
+
+_REFUSED = os.strerror(errno.ECONNREFUSED).lower()
+_HOST_UNREACHABLE = (
+    os.strerror(errno.EHOSTUNREACH).lower(),
+    os.strerror(errno.EHOSTDOWN).lower(),
+    "cannot resolve",
+    "no address for",
+)
+_NETWORK_UNREACHABLE = os.strerror(errno.ENETUNREACH).lower()
+
+
+def reply_for(error: BaseException | None) -> int:
+    """The SOCKS5 reply code for an upstream failure (see the module docs). The
+    reasons ``connect`` puts in its messages are those of the system's errors."""
+    if error is None:
+        return SUCCEEDED
+    if isinstance(error, SocksError) and error.reply is not None:
+        return error.reply
+    if isinstance(error, ConnectTimeout):
+        return HOST_UNREACHABLE
+    if isinstance(error, ConnectRefused):
+        text = str(error)
+        if _REFUSED in text:
+            return CONNECTION_REFUSED
+        if _NETWORK_UNREACHABLE in text:
+            return NETWORK_UNREACHABLE
+        if any(reason in text for reason in _HOST_UNREACHABLE):
+            return HOST_UNREACHABLE
+    return GENERAL_FAILURE
+
+
+def _positive_seconds(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _peer(ctx: Context) -> str:
+    if ctx.remote is None:
+        return "?"
+    host, port = ctx.remote
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _timer(
+    pipeline: Pipeline, seconds: float, expired: Callable[[], Any], name: str
+) -> trio.CancelScope:
+    """Call ``expired()`` (async) after ``seconds`` unless the scope returned is
+    cancelled first."""
+    scope = trio.CancelScope()
+
+    async def run() -> None:
+        with scope:
+            await trio.sleep(seconds)
+            await expired()
+
+    pipeline.start_task(run, name=name)
+    return scope
+
+
+# The server end ------------------------------------------------------------------
+
+
+class AcceptSocks(Filter):
+    """A SOCKS5 server in front of the sub-pipeline; see the module docs."""
+
+    name = "accept_socks"
+    joint = True
+
+    def __init__(
+        self,
+        users: Mapping[str, str] | Callable[..., Any] | None = None,
+        allow: Callable[..., Any] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._users: Mapping[str, str] | None = None
+        self._check: Callable[..., Any] | None = None
+        if users is None:
+            pass
+        elif isinstance(users, Mapping):
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
+                raise ValueError("users must map usernames (str) to passwords (str)")
+            self._users = users
+        elif callable(users):
+            self._check = as_async(users)
+        else:
+            raise ValueError(
+                f"users must be a dict or a function (ctx, username, password), got {users!r}"
+            )
+        if allow is not None and not callable(allow):
+            raise ValueError(f"allow must be a function (ctx, request), got {allow!r}")
+        self._allow = as_async(allow) if allow is not None else None
+        self.timeout = _positive_seconds("timeout", timeout)
+        self._auth = users is not None
+        self._hs: ServerHandshake | None = None
+        self._user: str | None = None
+        self._sub: Pipeline | None = None
+        self._relaying = False  # the success reply is out: events pass straight on
+        self._replied: bool | None = None  # None: not yet; else whether it succeeded
+        self._outcome: tuple[BaseException | None, tuple[str, int] | None] | None = None
+        self._lock = trio.Lock()
+        self._ended = False
+        self._timer: trio.CancelScope | None = None
+
+    # From the client -----------------------------------------------------------
+
+    async def on_event(self, event: Event) -> None:
+        if self._relaying:
+            assert self._sub is not None
+            await self._sub.input(event)
+            return
+        if self._ended or self._sub is not None:
+            return
+        kind = type(event)
+        if kind is StreamEnd:
+            if self._hs is not None and not self._hs.closed:
+                log.info("%s: SOCKS client left during the handshake", self._peer)
+            await self._end(event.error)  # type: ignore[union-attr]
+            return
+        if kind is not Data:
+            return
+        hs = self._hs
+        if hs is None:
+            hs = self._hs = ServerHandshake((USERNAME_PASSWORD,) if self._auth else (NO_AUTH,))
+            self._timer = _timer(self.pipeline, self.timeout, self._expired, "SOCKS handshake")
+        try:
+            found = hs.receive(event.data)  # type: ignore[union-attr]
+        except NoAcceptableMethod as exc:
+            await self._refuse(f"SOCKS client refused: {exc}")
+            return
+        except ProtocolError as exc:
+            await self._refuse(f"bad SOCKS handshake: {exc}", warn=True)
+            return
+        await self._flush()
+        while found:
+            message = found[0]
+            if isinstance(message, UserPass):
+                ok = await self._authenticate(message)
+                if self._ended:
+                    return
+                hs.accept_credentials(ok)
+                if ok:  # set before the answer goes out: in memory, the request
+                    # may arrive (re-entrantly) while the answer is being output
+                    self._user = message.username
+                await self._flush()
+                if not ok:
+                    await self._refuse(f"SOCKS authentication failed for {message.username!r}")
+                    return
+                try:
+                    found = hs.receive(b"")  # the request may have come with the credentials
+                except ProtocolError as exc:
+                    await self._refuse(f"bad SOCKS request: {exc}", warn=True)
+                    return
+            else:
+                assert isinstance(message, Request)
+                await self._request(message)
+                return
+
+    @property
+    def _peer(self) -> str:
+        return _peer(self.pipeline.context)
+
+    async def _authenticate(self, credentials: UserPass) -> bool:
+        if self._users is not None:
+            expected = self._users.get(credentials.username)
+            return expected is not None and hmac.compare_digest(
+                expected.encode("utf-8", "surrogateescape"),
+                credentials.password.encode("utf-8", "surrogateescape"),
+            )
+        assert self._check is not None
+        return bool(
+            await self._check(self.pipeline.context, credentials.username, credentials.password)
+        )
+
+    async def _request(self, request: Request) -> None:
+        hs = self._hs
+        assert hs is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        ctx = self.pipeline.context
+        if request.command != Command.CONNECT:
+            hs.reply(COMMAND_NOT_SUPPORTED)
+            await self._flush()
+            await self._refuse(f"SOCKS command {request.command} to {request.target} not supported")
+            return
+        if self._allow is not None and not await self._allow(ctx, request):
+            hs.reply(CONNECTION_NOT_ALLOWED)
+            await self._flush()
+            await self._refuse(f"SOCKS CONNECT to {request.target} not allowed")
+            return
+        if self._ended:
+            return
+        child = ctx.child()
+        child.set(target=request.target, socks_request=request, socks_user=self._user)
+        child.vars[CONNECT_WATCH] = self._watch
+        sub = self._sub = self.pipeline.sub(self.sub_layout, self._from_sub, context=child)
+        # The probe: connect connects on it, and reports through _watch before
+        # this returns (unless something between holds it: then the first output
+        # of the sub-pipeline, or its end, decides).
+        await sub.input(Data(b""))
+        if not await self._reply():
+            await self._end()
+            return
+        self._relaying = True
+        trailing = hs.trailing
+        if trailing:
+            await sub.input(Data(trailing))
+
+    def _watch(self, error: BaseException | None, bound: tuple[str, int] | None) -> None:
+        if self._outcome is None:
+            self._outcome = (error, bound)
+
+    async def _reply(self, failure: BaseException | None = None) -> bool:
+        """Send the reply (once): success unless the upstream connection failed;
+        whether it was a success."""
+        async with self._lock:
+            if self._replied is not None:
+                return self._replied
+            hs = self._hs
+            assert hs is not None
+            outcome = self._outcome
+            error = outcome[0] if outcome is not None else failure
+            if error is not None:
+                code = reply_for(error)
+                log.debug("%s: SOCKS reply 0x%02x: %s", self._peer, code, error)
+                hs.reply(code)
+                self._replied = False
+            else:
+                bound = outcome[1] if outcome is not None else None
+                host, port = bound if bound is not None else ("0.0.0.0", 0)
+                hs.reply(SUCCEEDED, host, port)
+                self._replied = True
+            await self._flush()
+            return self._replied
+
+    async def _flush(self) -> None:
+        assert self._hs is not None
+        out = self._hs.data_to_send()
+        if out and not self._ended:  # (a timeout may have ended it during a callback)
+            await self.output(Data(out))
+
+    # From the sub-pipeline -----------------------------------------------------
+
+    async def _from_sub(self, event: Event) -> None:
+        if self._replied:
+            await self.output(event)
+            return
+        if self._ended:
+            return
+        failure = event.error if type(event) is StreamEnd else None
+        if not await self._reply(failure):
+            await self._end()
+            return
+        if type(event) is Data and not event.data:
+            return  # the probe, come through a sub-pipeline that does not connect
+        await self.output(event)
+
+    # Ends ----------------------------------------------------------------------
+
+    async def _expired(self) -> None:
+        await self._refuse(
+            f"no complete SOCKS request after {self.timeout:g}s",
+            warn=True,
+            error=ConnectTimeout(f"SOCKS handshake not complete after {self.timeout:g}s"),
+        )
+
+    async def _refuse(
+        self, reason: str, warn: bool = False, error: BaseException | None = None
+    ) -> None:
+        """End the stream after a refusal (the answer, if any, is already out)."""
+        if self._ended:
+            return
+        (log.warning if warn else log.info)("%s: %s", self._peer, reason)
+        if self._hs is not None:
+            await self._flush()  # (a ProtocolError's answer)
+        await self._end(error)
+
+    async def _end(self, error: BaseException | None = None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+        try:
+            await self.output(StreamEnd(error))
+        finally:
+            if self._sub is not None:  # (may be the pipeline of the task running this)
+                self._sub.close()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+# The client end ------------------------------------------------------------------
+
+
+class ConnectSocks(Filter):
+    """The stream through a SOCKS5 server; see the module docs."""
+
+    name = "connect_socks"
+    joint = True
+
+    def __init__(
+        self,
+        target: str | Callable[..., Any] | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._target: tuple[str, int] | None = None
+        self._fn: Callable[..., Any] | None = None
+        if isinstance(target, str):
+            self._target = parse_target(target)
+        elif callable(target):
+            self._fn = as_async(target)
+        elif target is not None:
+            raise ValueError(f"target must be 'host:port', a function or None, got {target!r}")
+        if username is not None and not isinstance(username, str):
+            raise ValueError(f"username must be a str, got {username!r}")
+        if password is not None and (not isinstance(password, str) or username is None):
+            raise ValueError("password must be a str, given with a username")
+        if username is not None:
+            ClientHandshake("localhost", 1, username, password)  # too long: said at load time
+        self.username = username
+        self.password = password
+        self.timeout = _positive_seconds("timeout", timeout)
+        #: The ``"host:port"`` asked for, once known.
+        self.target: str | None = None
+        self._hs: ClientHandshake | None = None
+        self._sub: Pipeline | None = None
+        self._relaying = False
+        self._ended = False
+        self._done: trio.Event | None = None
+        self._timer: trio.CancelScope | None = None
+
+    async def on_event(self, event: Event) -> None:
+        if self._relaying:
+            assert self._sub is not None
+            await self._sub.input(event)
+            return
+        if self._ended:
+            return
+        if self._done is None:
+            self._done = trio.Event()
+            await self._start()
+        await self._done.wait()  # the handshake is over (the backpressure meanwhile)
+        if self._relaying:
+            assert self._sub is not None
+            await self._sub.input(event)
+
+    async def _start(self) -> None:
+        ctx = self.pipeline.context
+        try:
+            if self._target is not None:
+                host, port = self._target
+            else:
+                value = await self._fn(ctx) if self._fn is not None else ctx.get("target")
+                if value is None:
+                    raise ValueError("no target: give connect_socks one, or set ctx.target")
+                host, port = parse_target(value)
+            hs = self._hs = ClientHandshake(host, port, self.username, self.password)
+        except Exception as exc:
+            error = PipelineError(f"connect_socks: no usable target: {type(exc).__name__}: {exc}")
+            log.warning("%s", error)
+            await self._fail(error, logged=True)
+            return
+        self.target = hs.request.target
+        child = ctx.child()
+        child.vars[CONNECT_WATCH] = None  # the link to the SOCKS server is not the upstream
+        self._sub = self.pipeline.sub(self.sub_layout, self._from_sub, context=child)
+        self._timer = _timer(self.pipeline, self.timeout, self._expired, "SOCKS client handshake")
+        await self._sub.input(Data(hs.start()))
+
+    async def _from_sub(self, event: Event) -> None:
+        if self._relaying:
+            await self.output(event)
+            return
+        if self._ended:
+            return
+        hs = self._hs
+        assert hs is not None and self._sub is not None
+        if type(event) is StreamEnd:
+            error = event.error
+            if error is None:
+                error = SocksError("the SOCKS server closed during the handshake", self.target)
+                await self._fail(error)
+            else:
+                await self._fail(error, logged=True)  # connect said why, once
+            return
+        if type(event) is not Data:
+            return
+        try:
+            answer = hs.receive(event.data)
+        except Refused as exc:
+            await self._fail(SocksError(str(exc), self.target, exc.reply))
+            return
+        except ProtocolError as exc:
+            await self._fail(SocksError(f"not a SOCKS5 answer: {exc}", self.target))
+            return
+        if answer:
+            await self._sub.input(Data(answer))
+        if hs.done:
+            if self._timer is not None:
+                self._timer.cancel()
+            ctx = self.pipeline.context
+            ctx.set(upstream=self.target)
+            watch = ctx.get(CONNECT_WATCH)
+            if watch is not None:
+                reply = hs.reply
+                watch(None, (reply.host, reply.port) if reply is not None else None)
+            self._relaying = True
+            assert self._done is not None
+            self._done.set()
+            if hs.trailing:
+                await self.output(Data(hs.trailing))
+
+    async def _expired(self) -> None:
+        await self._fail(
+            ConnectTimeout(
+                f"SOCKS handshake for {self.target} not done after {self.timeout:g}s", self.target
+            )
+        )
+
+    async def _fail(self, error: BaseException, logged: bool = False) -> None:
+        if self._ended or self._relaying:
+            return
+        self._ended = True
+        if not logged:
+            log.warning("connect_socks to %s failed: %s", self.target, error)
+        if self._timer is not None:
+            self._timer.cancel()
+        watch = self.pipeline.context.get(CONNECT_WATCH)
+        if watch is not None:
+            watch(error, None)
+        if self._done is not None:
+            self._done.set()
+        try:
+            await self.output(StreamEnd(error))
+        finally:
+            if self._sub is not None:  # (may be the pipeline of the task running this)
+                self._sub.close()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+@hookimpl
+def trioxy_filters() -> list[type[Filter]]:
+    return [AcceptSocks, ConnectSocks]
