@@ -7,8 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the test suite talks to (real peers, not mocks).
-TEST_DEBS := curl mosquitto bind9-dnsutils dnsmasq-base dante-server
-BENCH_DEBS := nginx-light haproxy wrk iperf3 curl dnsperf mosquitto dnsmasq-base
+TEST_DEBS := curl mosquitto bind9-dnsutils dnsmasq-base dante-server tinyproxy-bin
+BENCH_DEBS := nginx-light haproxy wrk iperf3 curl dnsperf mosquitto dnsmasq-base openssl
 
 .PHONY: run test lint typecheck bench docs clean deps-test deps-bench
 

@@ -45,6 +45,12 @@ DEFAULT_MQTT_CLOUD_CMD = ".venv/bin/trioxy run scripts/mqtt_cloud.py"
 #: The dns suite's caching DNS proxy and plain UDP relay.
 DEFAULT_DNS_CMD = ".venv/bin/trioxy run scripts/dns_proxy.py"
 DEFAULT_UDP_CMD = ".venv/bin/trioxy run scripts/udp_proxy.py"
+#: The tls suite's TLS offload (``LISTEN``, ``UPSTREAMS``, ``CERT``, ``KEY``...).
+DEFAULT_TLS_CMD = ".venv/bin/trioxy run scripts/tls_offload.py"
+#: The tunnel suite's two ends: load -> client end (FORWARD) -> TLS smux links ->
+#: server end -> backend.
+DEFAULT_TUNNEL_CLIENT_CMD = ".venv/bin/trioxy run scripts/tunnel_client.py"
+DEFAULT_TUNNEL_SERVER_CMD = ".venv/bin/trioxy run scripts/tunnel_server.py"
 
 #: Contenders of each suite, in report order; ``--contenders`` picks among their union.
 SUITE_CONTENDERS = {
@@ -55,6 +61,10 @@ SUITE_CONTENDERS = {
     # trioxy = scripts/dns_proxy.py, cache on (hits); trioxy-nocache = CACHE_SIZE=0
     # (every query forwarded); trioxy-udp = scripts/udp_proxy.py (L4 relay)
     "dns": ("direct", "trioxy", "trioxy-nocache", "trioxy-udp"),
+    # TLS termination in front of a plain-HTTP backend; trioxy = scripts/tls_offload.py
+    "tls": ("nginx", "haproxy", "trioxy"),
+    # trioxy = scripts/tunnel_client.py + scripts/tunnel_server.py (mutual-TLS smux links)
+    "tunnel": ("direct", "trioxy"),
 }
 CONTENDERS = tuple(dict.fromkeys(c for cs in SUITE_CONTENDERS.values() for c in cs))
 SUITES = tuple(SUITE_CONTENDERS)
@@ -64,6 +74,8 @@ SUITE_BENCHES = {
     "http": ("small", "large"),
     "mqtt": ("qos1",),
     "dns": ("qps",),
+    "tls": ("keepalive", "handshake"),
+    "tunnel": ("bulk1", "bulk4", "conns"),
 }
 BENCHES = tuple(b for bs in SUITE_BENCHES.values() for b in bs)
 
@@ -77,6 +89,7 @@ TOOL_PACKAGES = {
     "mosquitto": "mosquitto",
     "dnsperf": "dnsperf",
     "dnsmasq": "dnsmasq-base",
+    "openssl": "openssl",
 }
 #: Tools each contender / suite needs.
 SUITE_TOOLS = {
@@ -84,6 +97,8 @@ SUITE_TOOLS = {
     "http": ("wrk", "nginx"),
     "mqtt": ("mosquitto",),
     "dns": ("dnsperf", "dnsmasq"),
+    "tls": ("wrk", "nginx", "openssl"),
+    "tunnel": ("iperf3", "wrk", "nginx", "openssl"),
 }
 #: Tools whose versions a suite's section names.
 SUITE_REPORT_TOOLS = {
@@ -91,6 +106,8 @@ SUITE_REPORT_TOOLS = {
     "http": ("haproxy", "nginx", "wrk"),
     "mqtt": ("mosquitto",),
     "dns": ("dnsmasq", "dnsperf"),
+    "tls": ("haproxy", "nginx", "wrk", "openssl"),
+    "tunnel": ("iperf3", "wrk", "nginx", "openssl"),
 }
 CONTENDER_TOOLS: dict[str, tuple[str, ...]] = {c: () for c in CONTENDERS}
 CONTENDER_TOOLS |= {"nginx": ("nginx",), "haproxy": ("haproxy",)}
@@ -181,6 +198,7 @@ def tool_version(path: str, name: str) -> str:
         "mosquitto": ["-h"],
         "dnsmasq": ["--version"],
         "dnsperf": ["-h"],
+        "openssl": ["version"],
     }
     if name not in args:
         return "?"
@@ -427,6 +445,9 @@ class Sample:
     mib_s: float | None = None
     avg_ms: float | None = None  # dns suite: dnsperf's average latency (it has no p99)
     lost_pct: float | None = None  # dns suite: queries lost (% of those sent)
+    #: tunnel suite: CPU use of each process of the contender (% of one core), by
+    #: name; ``cpu_pct`` is their sum
+    part_cpu_pct: dict[str, float] = field(default_factory=dict)
 
 
 _TIME_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -530,6 +551,13 @@ class Options:
     dns_cmd: str = DEFAULT_DNS_CMD
     udp_cmd: str = DEFAULT_UDP_CMD
     budget_s: float = 25 * 60.0  # the whole run's time budget (--budget)
+    tls_cmd: str = DEFAULT_TLS_CMD  # the tls suite's trioxy (--trioxy-tls-cmd)
+    #: the tunnel suite: its two ends, their LINKS (None: the client end's default)
+    #: and the seconds per run of its -P 4 and connections benchmarks
+    tunnel_client_cmd: str = DEFAULT_TUNNEL_CLIENT_CMD
+    tunnel_server_cmd: str = DEFAULT_TUNNEL_SERVER_CMD
+    tunnel_links: int | None = None
+    tunnel_duration: float = 5.0
     #: noisy runs are repeated only until this time.monotonic(), so that retries
     #: cannot push a full run past its time budget (``--budget``)
     retry_until: float = float("inf")

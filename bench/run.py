@@ -15,6 +15,12 @@ suite can be regenerated without touching the others), each in ``bench/suite_*.p
   through ``scripts/mqtt_edge.py`` + ``scripts/mqtt_cloud.py``.
 * ``dns`` -- dnsperf to dnsmasq directly and through ``scripts/dns_proxy.py``
   (cache hits, and with no cache) and ``scripts/udp_proxy.py``.
+* ``tls`` -- TLS termination: wrk over HTTPS through nginx ``listen ... ssl`` /
+  HAProxy ``bind ... ssl crt`` / ``scripts/tls_offload.py`` to an nginx backend,
+  on keep-alive connections and with a full handshake per request.
+* ``tunnel`` -- the TLS tunnel: iperf3 (one stream, four streams) and wrk with a
+  new connection per request, directly and through ``scripts/tunnel_client.py``
+  -> mutual-TLS smux links -> ``scripts/tunnel_server.py``.
 
 The proxy under test is pinned to one core (``taskset -c PROXY_CPU``), the load
 generator and the backend to another (``LOAD_CPU``). Each figure is the median of
@@ -43,7 +49,7 @@ from types import ModuleType
 # run as a script (bench/run.py): make the repo root importable for ``bench.*``
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import suite_dns, suite_http, suite_l4, suite_mqtt
+from bench import suite_dns, suite_http, suite_l4, suite_mqtt, suite_tls, suite_tunnel
 from bench.common import (
     BENCHES,
     BUSY_WARN_PCT,
@@ -53,8 +59,11 @@ from bench.common import (
     DEFAULT_MQTT_CLOUD_CMD,
     DEFAULT_MQTT_EDGE_CMD,
     DEFAULT_OUTPUT,
+    DEFAULT_TLS_CMD,
     DEFAULT_TRIOXY_CMD,
     DEFAULT_TRIOXY_HTTP_CMD,
+    DEFAULT_TUNNEL_CLIENT_CMD,
+    DEFAULT_TUNNEL_SERVER_CMD,
     DEFAULT_UDP_CMD,
     EVENTS_TRIOXY_CMD,
     NOISY_PCT,
@@ -81,6 +90,8 @@ SUITE_MODULES: dict[str, ModuleType] = {
     "http": suite_http,
     "mqtt": suite_mqtt,
     "dns": suite_dns,
+    "tls": suite_tls,
+    "tunnel": suite_tunnel,
 }
 #: A default run (every suite) must stay under this; noisy runs are repeated only
 #: while the estimate plus the retries so far fit in it.
@@ -110,7 +121,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
             "connections with real load generators (iperf3, wrk, dnsperf, "
             "bench/mqtt_load.py), interleaved in one run, and write the results with "
             "ratios and targets to BENCHMARKS.md (only the sections of the suites run are "
-            "replaced). A default run takes about 16 minutes (an estimate is printed at "
+            "replaced). A default run takes about 23 minutes (an estimate is printed at "
             "the start)."
         ),
         formatter_class=HelpFormatter,
@@ -124,7 +135,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "(wrk, small and 1 MiB responses, against nginx and HAProxy); mqtt = QoS 1 "
         "publishing through mqtt_edge.py + mqtt_cloud.py vs mosquitto directly; dns = "
         "dnsperf through dns_proxy.py (cache hits, no cache) and udp_proxy.py vs dnsmasq "
-        "directly",
+        "directly; tls = TLS termination (wrk over HTTPS, keep-alive and a full handshake "
+        "per request) through tls_offload.py vs nginx and HAProxy; tunnel = iperf3 (1 and "
+        "4 streams) and wrk with a new connection per request through tunnel_client.py + "
+        "tunnel_server.py (mutual-TLS smux links) vs directly",
     )
     p.add_argument(
         "--contenders",
@@ -140,15 +154,18 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument(
         "--duration",
         type=float,
-        help="seconds per run, for every suite (default: 10, dns 20; --quick: 3)",
+        help="seconds per run, for every suite (default: 10, dns 20, tunnel's bulk4 and "
+        "conns 5; --quick: 3)",
     )
     p.add_argument(
-        "--bulk-duration", type=float, help="seconds per iperf3 run (overrides --duration)"
+        "--bulk-duration",
+        type=float,
+        help="seconds per iperf3 run, l4 bulk and tunnel bulk1 (overrides --duration)",
     )
     p.add_argument(
         "--rps-duration",
         type=float,
-        help="seconds per wrk run, l4 rps and http (overrides --duration)",
+        help="seconds per wrk run, l4 rps, http and tls (overrides --duration)",
     )
     p.add_argument(
         "--mqtt-duration", type=float, help="seconds per mqtt_load.py run (overrides --duration)"
@@ -157,6 +174,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--dns-duration",
         type=float,
         help="seconds per dnsperf run, dnsperf -l (overrides --duration; default 20)",
+    )
+    p.add_argument(
+        "--tunnel-duration",
+        type=float,
+        help="seconds per run of the tunnel suite's bulk4 (iperf3 -P 4) and conns (wrk) "
+        "benchmarks (overrides --duration; default 5, which keeps the suite near 3 minutes)",
     )
     p.add_argument(
         "--quick",
@@ -168,8 +191,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         choices=BENCHES,
         action="append",
         help="run only this benchmark (repeatable): l4's bulk or rps, http's small or "
-        "large, mqtt's qos1, dns's qps; for development: implies --no-write, since a "
-        "section would be incomplete",
+        "large, mqtt's qos1, dns's qps, tls's keepalive or handshake, tunnel's bulk1, bulk4 "
+        "or conns; for development: "
+        "implies --no-write, since a section would be incomplete",
     )
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t")
     p.add_argument("--wrk-connections", type=int, default=50, help="wrk -c")
@@ -191,7 +215,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--warmup",
         type=float,
         default=1.0,
-        help="seconds of warm-up per contender, wrk (l4 rps, http) and dnsperf (dns); 0: none",
+        help="seconds of warm-up per contender, wrk (l4 rps, http, tls, tunnel conns) and "
+        "dnsperf (dns); 0: none",
     )
     p.add_argument("--proxy-cpu", type=int, default=0, help="CPU the proxy under test is pinned to")
     p.add_argument(
@@ -202,7 +227,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--no-install",
         action="store_true",
         help="do not apt-get install missing tools (iperf3, wrk, nginx-light, haproxy, "
-        "util-linux, mosquitto, dnsperf, dnsmasq-base); fail instead",
+        "util-linux, mosquitto, dnsperf, dnsmasq-base, openssl); fail instead",
     )
     p.add_argument(
         "--trioxy-cmd",
@@ -242,6 +267,30 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         default=DEFAULT_UDP_CMD,
         help="command starting the dns suite's UDP relay (trioxy-udp); it gets LISTEN "
         "and UPSTREAMS",
+    )
+    p.add_argument(
+        "--trioxy-tls-cmd",
+        default=DEFAULT_TLS_CMD,
+        help="command starting the tls suite's TLS offload; it gets LISTEN, UPSTREAMS, "
+        "CERT, KEY, MIN_TLS=1.3 and SESSION_TICKETS=off",
+    )
+    p.add_argument(
+        "--tunnel-client-cmd",
+        default=DEFAULT_TUNNEL_CLIENT_CMD,
+        help="command starting the tunnel suite's client end; it gets SERVER, "
+        "SERVER_NAME, CERT, KEY, CA, FORWARD (and LINKS with --tunnel-links)",
+    )
+    p.add_argument(
+        "--tunnel-server-cmd",
+        default=DEFAULT_TUNNEL_SERVER_CMD,
+        help="command starting the tunnel suite's server end; it gets LISTEN, CERT, KEY, "
+        "CA and ALLOW (the backend only)",
+    )
+    p.add_argument(
+        "--tunnel-links",
+        type=int,
+        help="tunnel: LINKS of tunnel_client.py, TLS links to the server end "
+        "(default: the script's, 2)",
     )
     p.add_argument(
         "--trioxy-env",
@@ -321,7 +370,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     mqtt = a.mqtt_duration if a.mqtt_duration is not None else duration
     dns_default = duration if a.duration is not None or a.quick else 20.0
     dns = a.dns_duration if a.dns_duration is not None else dns_default
-    if min(bulk, rps, mqtt, dns) < 1:
+    tunnel_default = duration if a.duration is not None or a.quick else 5.0
+    tunnel = a.tunnel_duration if a.tunnel_duration is not None else tunnel_default
+    if a.tunnel_links is not None and a.tunnel_links < 1:
+        p.error("--tunnel-links must be at least 1")
+    if min(bulk, rps, mqtt, dns, tunnel) < 1:
         p.error("durations must be at least 1 second")
     return Options(
         suites=suites,
@@ -359,6 +412,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         dns_cmd=a.dns_cmd,
         udp_cmd=a.udp_cmd,
         budget_s=max(0.0, a.budget * 60),
+        tls_cmd=a.trioxy_tls_cmd,
+        tunnel_client_cmd=a.tunnel_client_cmd,
+        tunnel_server_cmd=a.tunnel_server_cmd,
+        tunnel_links=a.tunnel_links,
+        tunnel_duration=tunnel,
     )
 
 

@@ -210,7 +210,8 @@ class Demux(Filter):
                     await self._drain()
             finally:
                 self._writing = False
-                self._close_finished()
+                if self._to_close:  # (most events finish no answer: no call)
+                    self._close_finished()
             return
         if event is not None:
             slot.events.append(event)

@@ -135,6 +135,9 @@ JOIN_LIMIT = 16384
 _HOP_BY_HOP = frozenset(
     ("connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade")
 )
+_HOP_LENGTHS = frozenset(len(n) for n in _HOP_BY_HOP)
+# strip_hop_by_hop's (names, name lengths) for each ``also`` set seen.
+_ALSO: dict[frozenset[str], tuple[frozenset[str], frozenset[int]]] = {}
 _NO_BODY_STATUS = frozenset((204, 304))
 
 
@@ -159,25 +162,58 @@ def strip_hop_by_hop(
     Headers([('Host', 'a')])
     """
     items = headers.items()
-    removed = _HOP_BY_HOP | also if also else _HOP_BY_HOP
-    names = None
-    for name, _ in items:
-        if name.lower() in removed:
-            names = set(removed)
-            break
-    if names is None:
+    if also:
+        cached = _ALSO.get(also)
+        if cached is None:
+            cached = (_HOP_BY_HOP | also, _HOP_LENGTHS | {len(n) for n in also})
+            if len(_ALSO) < 64:
+                _ALSO[also] = cached
+        removed, lengths = cached
+    else:
+        removed, lengths = _HOP_BY_HOP, _HOP_LENGTHS
+    # One pass finds what to remove and the Connection values; a name is
+    # compared by its length first, so most fields cost no lower().
+    found = False
+    connection: list[str] = []
+    for name, value in items:
+        if len(name) in lengths:
+            lname = name.lower()
+            if lname in removed:
+                found = True
+                if lname == "connection":
+                    connection.append(value)
+    if not found:
         return None
-    for value in headers.get_all("connection"):
+    names = set(removed)
+    sizes = set(lengths)  # a superset is harmless: it only costs a lower()
+    for value in connection:
         for token in value.split(","):
             token = token.strip().lower()
             if token:
                 names.add(token)
+                sizes.add(len(token))
     if keep_upgrade:
         names.discard("upgrade")
-    kept = [(k, v) for k, v in items if k.lower() not in names]
+    kept = [(k, v) for k, v in items if len(k) not in sizes or k.lower() not in names]
     if keep_upgrade and "upgrade" in headers:
         kept.append(("Connection", "upgrade"))
     return Headers.from_list(kept)
+
+
+_NO_TOKENS: frozenset[str] = frozenset()
+
+
+def _connection_tokens(headers: Headers) -> frozenset[str] | set[str]:
+    """The tokens of the ``Connection`` fields of ``headers``, lower-case, as
+    :meth:`Headers.has_token` compares them (one pass; none: an empty set)."""
+    tokens: set[str] | None = None
+    for name, value in headers.items():
+        if len(name) == 10 and name.lower() == "connection":
+            if tokens is None:
+                tokens = set()
+            for part in value.split(","):
+                tokens.add(part.strip().lower())
+    return _NO_TOKENS if tokens is None else tokens
 
 
 def error_status(error: BaseException) -> int:
@@ -186,6 +222,15 @@ def error_status(error: BaseException) -> int:
     if isinstance(error, (UpstreamError, ProtocolError)):
         return int(error.status)
     return 500
+
+
+_MESSAGE_END = MessageEnd()
+
+
+def _message_end(trailers: Headers | None) -> MessageEnd:
+    """``MessageEnd(trailers)``; events are frozen, so the common one (no
+    trailers) is one shared instance rather than one per message."""
+    return _MESSAGE_END if trailers is None else MessageEnd(trailers)
 
 
 # Per-connection state -----------------------------------------------------------
@@ -398,7 +443,7 @@ class DecodeHttpRequest(_Decoder):
                     # Upgrades are not passed on (a proxy strips Upgrade), so the
                     # connection goes on as HTTP/1.1 after this request.
                     items.extend(parser.resume())
-                await output(MessageEnd(item.trailers))
+                await output(_message_end(item.trailers))
                 if state.closing:
                     self._done = True  # the last request of this connection
                     return
@@ -513,7 +558,9 @@ class EncodeHttpResponse(Filter):
         self._started = True
         self._head_out = False
         headers = head.headers
-        close = not info.keep_alive or headers.has_token("connection", "close")
+        tokens = _connection_tokens(headers)
+        said_close = "close" in tokens
+        close = not info.keep_alive or said_close
         if info.expects_continue and not info.body_done and not info.continue_sent:
             close = True  # the client may still send the body we never asked for
         changed: Headers | None = None
@@ -538,11 +585,11 @@ class EncodeHttpResponse(Filter):
             else:
                 body.framing = _PENDING
         if close:
-            if not headers.has_token("connection", "close"):
+            if not said_close:
                 if changed is None:
                     changed = headers.copy()
                 changed.set("Connection", "close")
-        elif body.peer_10 and not headers.has_token("connection", "keep-alive"):
+        elif body.peer_10 and "keep-alive" not in tokens:
             if changed is None:
                 changed = headers.copy()
             changed.set("Connection", "keep-alive")
@@ -843,7 +890,7 @@ class DecodeHttpResponse(_Decoder):
                 assert state is not None
                 state.keep_alive = parser.keep_alive
                 state.responses += 1
-                await output(MessageEnd(item.trailers))
+                await output(_message_end(item.trailers))
             elif isinstance(item, ResponseHead):
                 if item.status < 200 and item.status != 101:
                     self._interim = True

@@ -452,6 +452,15 @@ def _check(max_idle: float | None, max_connections_per_key: int, limits: tuple[A
     DecodeHttpResponse(*limits)  # checks the response limits
 
 
+#: The last argument set that passed MuxHttp's checks (see MuxHttp.__init__).
+_last_checked: tuple[Any, ...] | None = None
+
+
+def _remember_checked(settings: tuple[Any, ...]) -> None:
+    global _last_checked
+    _last_checked = settings
+
+
 async def _reraise(exc: BaseException) -> None:
     raise exc
 
@@ -477,16 +486,44 @@ class MuxHttp(Filter):
     ) -> None:
         if key is not None and not callable(key):
             raise TypeError(f"key must be a function of the context or None, got {key!r}")
-        _check(
-            max_idle, max_connections_per_key, (max_line, max_header_bytes, max_headers, max_body)
-        )
-        if max_request_body is not None and (
-            isinstance(max_request_body, bool)
-            or not isinstance(max_request_body, int)
-            or max_request_body < 0
+        # A mux_http under demux_http is made per request, with the very argument
+        # objects the builder checked at load: the checks are skipped when every
+        # argument *is* (identity, so True never passes for 1) one of the last
+        # set that passed.
+        last = _last_checked
+        if not (
+            last is not None
+            and max_idle is last[0]
+            and max_connections_per_key is last[1]
+            and max_line is last[2]
+            and max_header_bytes is last[3]
+            and max_headers is last[4]
+            and max_body is last[5]
+            and max_request_body is last[6]
         ):
-            raise ValueError(
-                f"max_request_body must be an int >= 0 or None, got {max_request_body!r}"
+            _check(
+                max_idle,
+                max_connections_per_key,
+                (max_line, max_header_bytes, max_headers, max_body),
+            )
+            if max_request_body is not None and (
+                isinstance(max_request_body, bool)
+                or not isinstance(max_request_body, int)
+                or max_request_body < 0
+            ):
+                raise ValueError(
+                    f"max_request_body must be an int >= 0 or None, got {max_request_body!r}"
+                )
+            _remember_checked(
+                (
+                    max_idle,
+                    max_connections_per_key,
+                    max_line,
+                    max_header_bytes,
+                    max_headers,
+                    max_body,
+                    max_request_body,
+                )
             )
         self.max_request_body = max_request_body
         self._keyfn = as_async(key) if key is not None else None

@@ -197,7 +197,7 @@ class Response:
         fields = headers.copy() if isinstance(headers, Headers) else Headers(headers)
         if content_type is not None:
             fields.set("Content-Type", content_type)
-        elif default_type is not None and "content-type" not in fields:
+        elif default_type is not None and (not len(fields) or "content-type" not in fields):
             fields.add("Content-Type", default_type)
         self.status = status
         self.body = encoded
@@ -212,14 +212,27 @@ class Response:
     def head(self) -> ResponseHead:
         """The response head, with ``Content-Length`` set from the body (a 304 keeps
         the one the handler gave: it describes the representation not sent)."""
-        headers = self.headers.copy()
-        headers.remove("transfer-encoding")
+        # One pass over the fields (made per request): Transfer-Encoding goes;
+        # Content-Length goes (no body), stays (304) or is set from the body, at
+        # the place of the first one, as Headers.set would.
         status = self.status
-        if status < 200 or status == 204:
-            headers.remove("content-length")
-        elif status != 304:
-            headers.set("Content-Length", str(len(self.body)))
-        return ResponseHead(status, REASONS.get(status, ""), headers)
+        keep_length = status == 304
+        length = None if keep_length or status < 200 or status == 204 else str(len(self.body))
+        fields: list[tuple[str, str]] = []
+        placed = False
+        for name, value in self.headers.items():
+            n = len(name)
+            if n == 17 and name.lower() == "transfer-encoding":
+                continue
+            if n == 14 and not keep_length and name.lower() == "content-length":
+                if length is not None and not placed:
+                    fields.append((name, length))
+                    placed = True
+                continue
+            fields.append((name, value))
+        if length is not None and not placed:
+            fields.append(("Content-Length", length))
+        return ResponseHead(status, REASONS.get(status, ""), Headers.from_list(fields))
 
     def __repr__(self) -> str:
         return f"<Response {self.status} body={len(self.body)}B>"
@@ -247,6 +260,9 @@ def to_response(result: Any) -> Response:
         f"a handler returned {type(result).__name__}; return a Response, str, bytes, "
         "dict, list or (status, body)"
     )
+
+
+_MESSAGE_END = MessageEnd()  # frozen: one instance serves every response
 
 
 def _error_response(status: int, close: bool = False) -> Response:
@@ -344,7 +360,7 @@ class ServeHttp(Filter):
         await self.output(MessageStart(response.head()))
         if response.body and request.method != "HEAD":
             await self.output(Data(response.body))
-        await self.output(MessageEnd())
+        await self.output(_MESSAGE_END)
 
 
 @hookimpl

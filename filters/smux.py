@@ -38,6 +38,9 @@ Ends and failures:
   Opening links after a failure backs off (``reconnect_delay`` doubling up to
   ``max_reconnect_delay``) while no link works, so a dead far end is not hammered;
   streams wait for the backoff, then fail if the new link fails too;
+* when the server shuts down gracefully, ``accept_smux`` sends ``GOAWAY`` (the
+  near end opens no more streams on that link) and ends the link once its
+  streams have ended, so idle links do not hold the server for its grace period;
 * message events (``MessageStart``/``MessageEnd``) are not carried: smux carries
   bytes; put an encoder before ``connect_smux`` if the stream holds messages.
 
@@ -84,7 +87,7 @@ from pipeline.events import Data, Event, StreamEnd
 from pipeline.filter import Filter, Output
 from pipeline.hookspecs import hookimpl
 from pipeline.layout import Layout
-from pipeline.live import Pipeline, service_nursery
+from pipeline.live import Pipeline, service_nursery, shutdown_notice
 from protocols.smux import (
     DEFAULT_MAX_FRAME,
     DEFAULT_WINDOW,
@@ -633,6 +636,7 @@ class AcceptSmux(Filter):
         self._ended = False
         self._serving = 0  # streams whose sub-pipeline is still running
         self._all_served: trio.Event | None = None
+        self._notice = shutdown_notice.get()
 
     def _start(self) -> _Link:
         link = self._link = _Link(
@@ -641,7 +645,38 @@ class AcceptSmux(Filter):
         link.on_open = self._on_open
         self.pipeline.start_task(link.run_writer, self.output, name="smux link writer")
         self.pipeline.start_task(link.run_pinger, False, name="smux link watchdog")
+        notice = self._notice
+        if notice is not None:
+            if notice.started:
+                self._on_shutdown()
+            else:
+                notice.subscribe(self._on_shutdown)
         return link
+
+    def _on_shutdown(self) -> None:
+        """The server is stopping: ``GOAWAY`` (the near end opens no more streams
+        here), and the link ends once its streams have, so an idle link does not
+        hold the server for its whole grace period."""
+        link = self._link
+        if link is not None and not link.closed:
+            link.queue(encode_frame(FrameType.GOAWAY, 0, b"the server is shutting down"))
+            self.pipeline.start_task(self._close_when_served, name="smux link drain")
+
+    async def _all_streams_served(self) -> None:
+        """Return once no stream's pipeline runs (the waiters share one event)."""
+        while self._serving:
+            all_served = self._all_served
+            if all_served is None or all_served.is_set():
+                all_served = self._all_served = trio.Event()
+            await all_served.wait()
+
+    async def _close_when_served(self) -> None:
+        await self._all_streams_served()
+        link = self._link
+        if link is not None and not link.closed and not self._ended:
+            self._ended = True
+            link.fail(LinkLost("the server is shutting down"))
+            await self.output(StreamEnd())
 
     async def on_event(self, event: Event) -> None:
         link = self._link or self._start()
@@ -693,9 +728,7 @@ class AcceptSmux(Filter):
         the link's pipeline ends and cancels them: a gateway may have something to
         say on the way out (``track_mqtt_session`` sends DISCONNECT)."""
         with trio.move_on_after(self.drain_timeout):
-            while self._serving:
-                all_served = self._all_served = trio.Event()
-                await all_served.wait()
+            await self._all_streams_served()
 
     async def _serve(self, stream: _Stream, sub: Pipeline) -> None:
         self._serving += 1
@@ -712,6 +745,8 @@ class AcceptSmux(Filter):
                 self._all_served.set()
 
     def close(self) -> None:
+        if self._notice is not None:
+            self._notice.unsubscribe(self._on_shutdown)
         link = self._link
         if link is not None:
             link.fail(LinkLost("the link's pipeline closed"))

@@ -46,6 +46,10 @@ Arguments of ``accept_tls``:
     seconds for the whole handshake (``None``: no limit), counted from the
     client's first byte (a client that sends nothing at all is for the
     listener's ``read_timeout``/``idle_timeout`` to close).
+``session_tickets=True``
+    issue session tickets, with which a returning client makes an abbreviated
+    handshake. ``False``: none are issued, so every TLS 1.3 handshake is a full
+    one (TLS 1.2 clients may still resume by session ID).
 
 Arguments of ``connect_tls``:
 
@@ -308,8 +312,10 @@ class _ServerConfig:
         min_version: ssl.TLSVersion | None,
         max_version: ssl.TLSVersion | None,
         ciphers: str | None,
+        session_tickets: bool = True,
     ) -> None:
         self.password = password
+        self.session_tickets = session_tickets
         self.sni = sni
         self.alpn = alpn
         self.ca_file = ca_file
@@ -325,6 +331,9 @@ class _ServerConfig:
     def _make(self, cert: str | None, key: str | None) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         _configure(context, self.alpn, *self.versions, self.ciphers)
+        if not self.session_tickets:
+            context.num_tickets = 0  # TLS 1.3
+            context.options |= ssl.OP_NO_TICKET  # TLS 1.2
         if cert is not None:
             _load_chain(context, cert, key, self.password)
         if self.ca_file is not None:
@@ -776,6 +785,7 @@ class AcceptTls(_TlsEnd):
         max_version: str | None = None,
         ciphers: str | None = None,
         handshake_timeout: float | None = 10.0,
+        session_tickets: bool = True,
     ) -> None:
         super().__init__(handshake_timeout)
         #: The server name the client sent (SNI), once the handshake has read it.
@@ -797,6 +807,7 @@ class AcceptTls(_TlsEnd):
         max_version: str | None = None,
         ciphers: str | None = None,
         handshake_timeout: float | None = 10.0,
+        session_tickets: bool = True,
     ) -> _ServerConfig:
         """Validate the arguments and build the SSL context, once per builder call."""
         _common_checks(
@@ -817,6 +828,8 @@ class AcceptTls(_TlsEnd):
             )
         if verify_client != "none" and ca_file is None:
             raise ValueError(f"verify_client={verify_client!r} needs ca_file=")
+        if not isinstance(session_tickets, bool):
+            raise TypeError(f"session_tickets must be True or False, got {session_tickets!r}")
         return _ServerConfig(
             cert,
             key,
@@ -828,6 +841,7 @@ class AcceptTls(_TlsEnd):
             _version("min_version", min_version),
             _version("max_version", max_version),
             ciphers,
+            session_tickets,
         )
 
     async def on_event(self, event: Event) -> None:

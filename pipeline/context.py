@@ -50,7 +50,17 @@ class Context:
 
     def child(self) -> Context:
         """A context that reads through to this one and keeps its own variables."""
-        return Context(parent=self)
+        # Made per message under a demux: the attributes are copied directly
+        # rather than through the keyword-handling constructor.
+        ctx = _new(Context)
+        ctx.id = next(_ids)
+        ctx.parent = self
+        ctx.local = self.local
+        ctx.remote = self.remote
+        ctx.listener = self.listener
+        ctx.tls = self.tls
+        ctx.vars = {}
+        return ctx
 
     def set(self, **values: Any) -> Context:
         """Set variables; returns the context so callbacks can chain."""
@@ -78,3 +88,4 @@ class Context:
 
 
 _MISSING: Any = object()
+_new = object.__new__

@@ -77,10 +77,17 @@ class FilterSpec:
     location: Location
     subs: tuple[LayoutRef, ...] = ()
     state: Any = None
+    # ``kwargs`` as a plain dict, for create(): ``**`` on a dict is a copy in C,
+    # on a mapping proxy a call per key. Never handed out, so never changed.
+    _kw: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_kw", dict(self.kwargs))
 
     def create(self) -> Filter:
-        """A fresh filter instance for a new live pipeline."""
-        f = self.cls(*self.args, **self.kwargs)
+        """A fresh filter instance for a new live pipeline (made per stream, and
+        per message under a demux: kept to the constructor call)."""
+        f = self.cls(*self.args, **self._kw) if self._kw else self.cls(*self.args)
         f.spec = self
         return f
 

@@ -58,6 +58,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "filters.mqtt_session",
     "filters.proxy_protocol",
     "filters.socks",
+    "filters.http_tunnel",
     "filters.websocket",
     "filters.tls",
     "filters.tls_client_hello",

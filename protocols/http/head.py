@@ -189,7 +189,17 @@ class RequestHead:
 
     def replace(self, **changes: Any) -> RequestHead:
         """A copy with ``changes`` applied (``head.replace(target="/v2" + head.path)``)."""
-        return replace(self, **changes)
+        if type(self) is RequestHead and changes.keys() <= _REQUEST_FIELDS:
+            # The proxy's hot path (new headers, version 1.1): one constructor
+            # call instead of dataclasses.replace's generic field walk.
+            get = changes.get
+            return RequestHead(
+                get("method", self.method),
+                get("target", self.target),
+                get("headers", self.headers),
+                get("version", self.version),
+            )
+        return replace(self, **changes)  # subclasses; unknown fields raise TypeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,4 +214,16 @@ class ResponseHead:
 
     def replace(self, **changes: Any) -> ResponseHead:
         """A copy with ``changes`` applied."""
-        return replace(self, **changes)
+        if type(self) is ResponseHead and changes.keys() <= _RESPONSE_FIELDS:
+            get = changes.get
+            return ResponseHead(
+                get("status", self.status),
+                get("reason", self.reason),
+                get("headers", self.headers),
+                get("version", self.version),
+            )
+        return replace(self, **changes)  # subclasses; unknown fields raise TypeError
+
+
+_REQUEST_FIELDS = frozenset(("method", "target", "headers", "version"))
+_RESPONSE_FIELDS = frozenset(("status", "reason", "headers", "version"))

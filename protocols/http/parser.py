@@ -53,6 +53,8 @@ class EndOfMessage:
     trailers: Headers | None = None
 
 
+_END: Final = EndOfMessage()
+
 RequestEvent: TypeAlias = "RequestHead | bytes | EndOfMessage"
 ResponseEvent: TypeAlias = "ResponseHead | bytes | EndOfMessage"
 
@@ -571,7 +573,8 @@ class _Parser:
             self._end_message(out, None)
 
     def _end_message(self, out: list[Any], trailers: Headers | None) -> None:
-        out.append(EndOfMessage(trailers))
+        # Frozen, so one instance serves every message without trailers.
+        out.append(_END if trailers is None else EndOfMessage(trailers))
         self.expects_continue = False
         self.keep_alive = self._message_keep_alive
         if self._message_upgrade:

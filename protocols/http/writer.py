@@ -114,8 +114,10 @@ def _check_name(name: str) -> None:
 def _fields_text(headers: Headers) -> str:
     """The header lines, each ended by CRLF, then the blank line."""
     parts: list[str] = []
+    good = _GOOD_NAMES
     for name, value in headers.items():
-        _check_name(name)
+        if name not in good:
+            _check_name(name)
         parts.append(f"{name}: {value}\r\n")
     parts.append("\r\n")
     text = "".join(parts)
@@ -186,7 +188,8 @@ def body_framing(headers: Headers) -> int | Literal["chunked"] | None:
     length: int | None = None
     chunked: bool | None = None
     for name, value in headers.items():
-        if len(name) == 14 and name.lower() == "content-length":
+        size = len(name)
+        if size == 14 and name.lower() == "content-length":
             for part in value.split(","):
                 part = part.strip(" \t")
                 if not (part.isdigit() and part.isascii()):
@@ -195,7 +198,7 @@ def body_framing(headers: Headers) -> int | Literal["chunked"] | None:
                 if length is not None and n != length:
                     raise InvalidHeadError("conflicting Content-Length values")
                 length = n
-        elif len(name) == 17 and name.lower() == "transfer-encoding":
+        elif size == 17 and name.lower() == "transfer-encoding":
             last = value.rpartition(",")[2].strip(" \t").lower()
             chunked = last == "chunked"
     if chunked is not None:

@@ -114,7 +114,7 @@ def test_contenders_per_suite_and_only() -> None:
     assert bench.suite_contenders(opts, "http") == ["nginx", "trioxy"]
     assert bench.suite_contenders(opts, "l4") == ["trioxy", "trioxy-events"]
     assert opts.only == ["small"] and opts.output is None  # --only: printed, not written
-    assert run.parse_args([]).suites == ["l4", "http", "mqtt", "dns"]
+    assert run.parse_args([]).suites == ["l4", "http", "mqtt", "dns", "tls", "tunnel"]
     with pytest.raises(SystemExit):
         run.parse_args(["--contenders", "squid"])
 

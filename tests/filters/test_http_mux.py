@@ -399,3 +399,11 @@ async def test_a_request_body_over_the_buffer_limit_is_413() -> None:
         assert upstream.connections == []
         small = await request(lay, get("/small", method="POST"), b"z" * 10)
         assert join_data(small) == b"/small"
+
+
+def test_options_are_checked_per_type_after_a_valid_set() -> None:
+    """Constructors skip the checks for an argument set seen valid before: a value
+    equal to a valid one but of another type (True == 1) is still refused."""
+    Proxy().pipeline("ok").mux_http(max_connections_per_key=1).to(lambda p: p.dump())
+    with pytest.raises(ConfigError):
+        Proxy().pipeline("p").mux_http(max_connections_per_key=True).to(lambda p: p.dump())

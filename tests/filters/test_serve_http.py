@@ -378,3 +378,17 @@ def test_curl_errors_bounds_and_recovery(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert "GET /boom" in lines[0] and "RuntimeError" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_response_head_sets_the_length_in_place_and_drops_transfer_encoding() -> None:
+    headers = [("A", "1"), ("content-length", "9"), ("Transfer-Encoding", "chunked")]
+    head = Response(200, b"hey", [*headers, ("Content-Length", "7"), ("B", "2")]).head()
+    assert head.headers.items() == [
+        ("A", "1"),
+        ("content-length", "3"),
+        ("B", "2"),
+        ("Content-Type", "application/octet-stream"),
+    ]
+    assert Response(204, headers=headers).head().headers.items() == [("A", "1")]
+    kept = Response(304, headers=headers).head().headers.items()
+    assert kept == [("A", "1"), ("content-length", "9")]

@@ -194,3 +194,17 @@ def test_invalid_response_heads_are_not_written(head: ResponseHead) -> None:
         response_head_bytes(head)
     with pytest.raises(InvalidHeadError):
         last_chunk(Headers([("X-T", "a\r\nb")]))
+
+
+def test_head_replace_copies_with_changes() -> None:
+    headers = Headers([("Host", "a")])
+    request = RequestHead("GET", "/a", headers, "1.0")
+    changed = request.replace(target="/b", version="1.1")
+    assert changed == RequestHead("GET", "/b", headers, "1.1")
+    assert request.target == "/a"  # the original is untouched
+    response = ResponseHead(404, "Nope", headers, "1.0")
+    assert response.replace(status=200) == ResponseHead(200, "Nope", headers, "1.0")
+    with pytest.raises(TypeError):
+        request.replace(path="/c")
+    with pytest.raises(TypeError):
+        response.replace(code=200)
