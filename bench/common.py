@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -614,6 +614,43 @@ def trioxy_argv(cmd: str) -> list[str]:
     return argv
 
 
+def start_each(
+    reg: ProcessRegistry,
+    opts: Options,
+    suite: str,
+    taken: set[int],
+    label: str,
+    start: Callable[[Contender], None],
+    direct_port: int | None = None,
+) -> list[Contender]:
+    """The suite's contenders chosen with ``--contenders``, in its order, each
+    started by ``start(c)`` on a free port (``c.port``; ``start`` sets its
+    processes and ``command``). With ``direct_port``, *direct* is not started:
+    the load goes to that port. A contender that is skipped or fails to start
+    keeps why (``skipped``, ``error``: one log line) and its processes are
+    stopped."""
+    out: list[Contender] = []
+    for name in suite_contenders(opts, suite):
+        if name == "direct" and direct_port is not None:
+            out.append(Contender(name, direct_port, command="(no proxy)"))
+            continue
+        c = Contender(name, free_port(taken))
+        out.append(c)
+        try:
+            start(c)
+        except ContenderSkipped as exc:
+            c.skipped = str(exc)
+            log(f"{label}: {name} skipped: {exc}")
+        except BenchError as exc:
+            c.error = str(exc)
+            log(f"{label}: {name} failed to start: {exc}")
+        if c.skipped or c.error:
+            for p in c.procs:
+                reg.stop(p)
+            c.proc, c.helpers = None, []
+    return out
+
+
 def start_contenders(
     reg: ProcessRegistry,
     opts: Options,
@@ -624,83 +661,70 @@ def start_contenders(
     label: str,
     suite: str = "l4",
 ) -> list[Contender]:
-    out: list[Contender] = []
     upstream = f"127.0.0.1:{upstream_port}"
-    for name in suite_contenders(opts, suite):
-        if name == "direct":
-            out.append(Contender(name, upstream_port, command="(no proxy)"))
-            continue
-        port = free_port(taken)
-        c = Contender(name, port)
-        out.append(c)
+
+    def start(c: Contender) -> None:
+        name, port = c.name, c.port
         listen = f"127.0.0.1:{port}"
-        try:
-            if name == "haproxy":
-                template = "haproxy-http.cfg" if suite == "http" else "haproxy-tcp.cfg"
-                cfg = tmp / f"haproxy-{label}.cfg"
-                cfg.write_text(render(template, listen=listen, upstream=upstream))
-                c.config_text = render(
-                    template, listen="127.0.0.1:PORT", upstream="127.0.0.1:UPSTREAM_PORT"
-                )
-                argv = [tools["haproxy"], "-f", str(cfg), "-db"]
-                c.command = f"taskset -c {opts.proxy_cpu} haproxy -f haproxy.cfg -db"
-                c.proc = reg.start(f"haproxy-{label}", argv, opts.proxy_cpu)
-                wait_listening(c.proc, port, 10)
-            elif name == "nginx":
-                ndir = tmp / f"nginx-proxy-{label}"
-                ndir.mkdir(exist_ok=True)
-                user_line = "user root;" if os.geteuid() == 0 else ""
-                conf = ndir / "nginx.conf"
-                conf.write_text(
-                    render(
-                        "nginx-proxy.conf",
-                        dir=str(ndir),
-                        listen=listen,
-                        upstream=upstream,
-                        user_line=user_line,
-                    )
-                )
-                c.config_text = render(
+        if name == "haproxy":
+            template = "haproxy-http.cfg" if suite == "http" else "haproxy-tcp.cfg"
+            cfg = tmp / f"haproxy-{label}.cfg"
+            cfg.write_text(render(template, listen=listen, upstream=upstream))
+            c.config_text = render(
+                template, listen="127.0.0.1:PORT", upstream="127.0.0.1:UPSTREAM_PORT"
+            )
+            argv = [tools["haproxy"], "-f", str(cfg), "-db"]
+            c.command = f"taskset -c {opts.proxy_cpu} haproxy -f haproxy.cfg -db"
+            c.proc = reg.start(f"haproxy-{label}", argv, opts.proxy_cpu)
+            wait_listening(c.proc, port, 10)
+        elif name == "nginx":
+            ndir = tmp / f"nginx-proxy-{label}"
+            ndir.mkdir(exist_ok=True)
+            user_line = "user root;" if os.geteuid() == 0 else ""
+            conf = ndir / "nginx.conf"
+            conf.write_text(
+                render(
                     "nginx-proxy.conf",
-                    dir="DIR",
-                    listen="127.0.0.1:PORT",
-                    upstream="127.0.0.1:UPSTREAM_PORT",
+                    dir=str(ndir),
+                    listen=listen,
+                    upstream=upstream,
                     user_line=user_line,
                 )
-                argv = [tools["nginx"], "-e", str(ndir / "error.log"), "-p", str(ndir)]
-                argv += ["-c", str(conf)]
-                c.command = (
-                    f"taskset -c {opts.proxy_cpu} nginx -e DIR/error.log -p DIR -c DIR/nginx.conf"
-                )
-                c.proc = reg.start(f"nginx-proxy-{label}", argv, opts.proxy_cpu)
-                wait_listening(c.proc, port, 10)
-            elif name in ("trioxy", "trioxy-events"):
-                if suite == "http":
-                    cmd = opts.trioxy_http_cmd
-                elif name == "trioxy":
-                    cmd = opts.trioxy_cmd
-                else:
-                    cmd = opts.trioxy_events_cmd
-                env = {"LISTEN": listen, "UPSTREAMS": upstream, **opts.trioxy_env}
-                extra = " ".join(f"{k}={v}" for k, v in opts.trioxy_env.items())
-                c.command = (
-                    f"LISTEN=127.0.0.1:PORT UPSTREAMS=127.0.0.1:PORT {extra} "
-                    f"taskset -c {opts.proxy_cpu} {cmd}"
-                ).replace("  ", " ")
-                argv = trioxy_argv(cmd)
-                c.proc = reg.start(f"{name}-{label}", argv, opts.proxy_cpu, env=env)
-                wait_listening(c.proc, port, opts.trioxy_start_timeout)
+            )
+            c.config_text = render(
+                "nginx-proxy.conf",
+                dir="DIR",
+                listen="127.0.0.1:PORT",
+                upstream="127.0.0.1:UPSTREAM_PORT",
+                user_line=user_line,
+            )
+            argv = [tools["nginx"], "-e", str(ndir / "error.log"), "-p", str(ndir)]
+            argv += ["-c", str(conf)]
+            c.command = (
+                f"taskset -c {opts.proxy_cpu} nginx -e DIR/error.log -p DIR -c DIR/nginx.conf"
+            )
+            c.proc = reg.start(f"nginx-proxy-{label}", argv, opts.proxy_cpu)
+            wait_listening(c.proc, port, 10)
+        elif name in ("trioxy", "trioxy-events"):
+            if suite == "http":
+                cmd = opts.trioxy_http_cmd
+            elif name == "trioxy":
+                cmd = opts.trioxy_cmd
             else:
-                raise BenchError(f"unknown contender {name}")
-        except ContenderSkipped as exc:
-            c.skipped = str(exc)
-            log(f"{label}: {name} skipped: {exc}")
-        except BenchError as exc:
-            c.error = str(exc)
-            log(f"{label}: {name} failed to start: {exc}")
-            if c.proc is not None:
-                reg.stop(c.proc)
-    return out
+                cmd = opts.trioxy_events_cmd
+            env = {"LISTEN": listen, "UPSTREAMS": upstream, **opts.trioxy_env}
+            extra = " ".join(f"{k}={v}" for k, v in opts.trioxy_env.items())
+            c.command = (
+                f"LISTEN=127.0.0.1:PORT UPSTREAMS=127.0.0.1:PORT {extra} "
+                f"taskset -c {opts.proxy_cpu} {cmd}"
+            ).replace("  ", " ")
+            argv = trioxy_argv(cmd)
+            c.proc = reg.start(f"{name}-{label}", argv, opts.proxy_cpu, env=env)
+            wait_listening(c.proc, port, opts.trioxy_start_timeout)
+        else:
+            raise BenchError(f"unknown contender {name}")
+
+    return start_each(reg, opts, suite, taken, label, start, direct_port=upstream_port)
 
 
 def start_trioxy(
@@ -900,6 +924,24 @@ HTTP_RATIO_PAIRS = (
 )
 #: Column titles of the secondary rates.
 SECONDARY_UNITS = {"rps": "req/s", "mib_s": "MiB/s"}
+
+
+@contextlib.contextmanager
+def iperf3_server(
+    reg: ProcessRegistry, opts: Options, tools: dict[str, str], port: int
+) -> Iterator[Proc]:
+    """A fresh one-shot iperf3 server on ``port`` (load CPU) for one run, so that
+    a broken run cannot wedge the next; stopped on the way out."""
+    server = reg.start(
+        "iperf3-server",
+        [tools["iperf3"], "-s", "-1", "-B", "127.0.0.1", "-p", str(port)],
+        opts.load_cpu,
+    )
+    try:
+        wait_listening(server, port, 10)
+        yield server
+    finally:
+        reg.stop(server, grace=2)
 
 
 def start_backend_nginx(
@@ -1350,6 +1392,69 @@ def commands_lines(results: list[BenchResult]) -> list[str]:
 
 def config_block(intro: str, text: str) -> list[str]:
     return [intro, "", "```", text.strip(), "```", ""] if text else []
+
+
+def contender_configs(results: list[BenchResult]) -> dict[str, str]:
+    """Each contender's config text by name: the last result's that has one."""
+    return {c.name: c.config_text for r in results for c in r.contenders if c.config_text}
+
+
+def first_backend_config(results: list[BenchResult]) -> str:
+    """The first backend config of the results that has one (``""``: none)."""
+    return next((r.backend_config for r in results if r.backend_config), "")
+
+
+def proxy_configs(
+    nginx: str, haproxy: str, backend: str
+) -> Callable[[list[BenchResult]], list[tuple[str, str]]]:
+    """The config blocks of the suites where nginx and HAProxy proxy to an nginx
+    backend (http, tls), under the intros given: nginx's and HAProxy's config
+    (the last result's that has one), then the first result's backend config."""
+
+    def configs(results: list[BenchResult]) -> list[tuple[str, str]]:
+        by_name = contender_configs(results)
+        return [
+            (nginx, by_name.get("nginx", "")),
+            (haproxy, by_name.get("haproxy", "")),
+            (backend, results[0].backend_config if results else ""),
+        ]
+
+    return configs
+
+
+#: A suite's ``render_section(opts, results, tools, started, took, busy_before)``.
+RenderSection = Callable[[Options, list[BenchResult], dict[str, str], str, float, float], str]
+
+
+def section_renderer(
+    suite: str,
+    title: str,
+    method_note: str | Callable[[Options], str],
+    configs: Callable[[list[BenchResult]], Sequence[tuple[str, str]]] = lambda results: (),
+) -> RenderSection:
+    """A suite's ``render_section``: its whole BENCHMARKS.md section is
+    :func:`section_preamble` (with ``method_note``, or what it gives for the
+    options), the results, the commands, then one :func:`config_block` per
+    ``(intro, text)`` that ``configs`` gives for the results (an empty text
+    leaves its block out)."""
+
+    def render_section(
+        opts: Options,
+        results: list[BenchResult],
+        tools: dict[str, str],
+        started: str,
+        took: float,
+        busy_before: float,
+    ) -> str:
+        note = method_note if isinstance(method_note, str) else method_note(opts)
+        out = section_preamble(opts, tools, suite, title, started, took, busy_before, note)
+        out += results_lines(results)
+        out += commands_lines(results)
+        for intro, text in configs(results):
+            out += config_block(intro, text)
+        return "\n".join(out).rstrip() + "\n"
+
+    return render_section
 
 
 HEADER = """# Benchmarks

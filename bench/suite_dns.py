@@ -26,18 +26,16 @@ from bench.common import (
     BenchError,
     BenchResult,
     Contender,
-    ContenderSkipped,
     Options,
     Proc,
     ProcessRegistry,
     Sample,
-    commands_lines,
     free_port,
     interleave,
     log,
-    results_lines,
     run_tool,
-    section_preamble,
+    section_renderer,
+    start_each,
     start_trioxy,
     stop_contenders,
     suite_contenders,
@@ -186,28 +184,17 @@ def check_answer(port: int, name: str = f"h0.{ZONE}") -> None:
 def start_contenders(
     reg: ProcessRegistry, opts: Options, upstream_port: int, taken: set[int]
 ) -> list[Contender]:
-    out: list[Contender] = []
     upstream = f"127.0.0.1:{upstream_port}"
-    for name in suite_contenders(opts, "dns"):
-        if name == "direct":
-            out.append(Contender(name, upstream_port, command="(no proxy)"))
-            continue
-        port = free_port(taken)
-        c = Contender(name, port)
-        out.append(c)
+
+    def start(c: Contender) -> None:
+        name, port = c.name, c.port
         env = {"LISTEN": f"127.0.0.1:{port}", "UPSTREAMS": upstream}
         cmd = opts.udp_cmd if name == "trioxy-udp" else opts.dns_cmd
         if name == "trioxy-nocache":
             env["CACHE_SIZE"] = "0"
-        try:
-            c.proc, c.command = start_trioxy(reg, opts, f"dns-{name}", cmd, env, port, udp=True)
-        except ContenderSkipped as exc:
-            c.skipped = str(exc)
-            log(f"dns: {name} skipped: {exc}")
-        except BenchError as exc:
-            c.error = str(exc)
-            log(f"dns: {name} failed to start: {exc}")
-    return out
+        c.proc, c.command = start_trioxy(reg, opts, f"dns-{name}", cmd, env, port, udp=True)
+
+    return start_each(reg, opts, "dns", taken, "dns", start, direct_port=upstream_port)
 
 
 def dnsperf_argv(opts: Options, tool: str, port: int, queries: Path, duration: float) -> list[str]:
@@ -315,29 +302,13 @@ def run_suite(
     ]
 
 
-def render_section(
-    opts: Options,
-    results: list[BenchResult],
-    tools: dict[str, str],
-    started: str,
-    took: float,
-    busy_before: float,
-) -> str:
-    out = section_preamble(
-        opts,
-        tools,
-        "dns",
-        "DNS (caching proxy, UDP relay)",
-        started,
-        took,
-        busy_before,
-        f"Queries over UDP for {NAMES} names under `{ZONE}`, which dnsmasq answers "
-        f"itself (TTL {TTL} s). *direct*: dnsperf to dnsmasq. *trioxy*: "
-        "`scripts/dns_proxy.py` with its cache, warmed up, so every measured query is a "
-        "cache hit. *trioxy, no cache*: the same with `CACHE_SIZE=0`, every query "
-        "forwarded to dnsmasq. *trioxy udp_proxy*: `scripts/udp_proxy.py`, an L4 UDP "
-        "relay that does not parse DNS. dnsmasq and dnsperf share the load CPU.",
-    )
-    out += results_lines(results)
-    out += commands_lines(results)
-    return "\n".join(out).rstrip() + "\n"
+render_section = section_renderer(
+    "dns",
+    "DNS (caching proxy, UDP relay)",
+    f"Queries over UDP for {NAMES} names under `{ZONE}`, which dnsmasq answers "
+    f"itself (TTL {TTL} s). *direct*: dnsperf to dnsmasq. *trioxy*: "
+    "`scripts/dns_proxy.py` with its cache, warmed up, so every measured query is a "
+    "cache hit. *trioxy, no cache*: the same with `CACHE_SIZE=0`, every query "
+    "forwarded to dnsmasq. *trioxy udp_proxy*: `scripts/udp_proxy.py`, an L4 UDP "
+    "relay that does not parse DNS. dnsmasq and dnsperf share the load CPU.",
+)

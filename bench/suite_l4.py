@@ -20,20 +20,18 @@ from bench.common import (
     ProcessRegistry,
     Sample,
     check_and_warm_up,
-    commands_lines,
-    config_block,
+    first_backend_config,
     free_port,
     interleave,
+    iperf3_server,
     log,
     parse_wrk,
-    results_lines,
     run_tool,
-    section_preamble,
+    section_renderer,
     start_backend_nginx,
     start_contenders,
     stop_contenders,
     suite_contenders,
-    wait_listening,
     wrk_argv,
     wrk_command,
 )
@@ -98,14 +96,7 @@ def bench_l4_bulk(
     dur = opts.bulk_duration
 
     def run(c: Contender) -> Sample:
-        # a fresh one-shot iperf3 server per run: a broken run cannot wedge the next
-        server = reg.start(
-            "iperf3-server",
-            [tools["iperf3"], "-s", "-1", "-B", "127.0.0.1", "-p", str(backend_port)],
-            opts.load_cpu,
-        )
-        try:
-            wait_listening(server, backend_port, 10)
+        with iperf3_server(reg, opts, tools, backend_port):
             text = run_tool(
                 [
                     tools["iperf3"],
@@ -121,9 +112,7 @@ def bench_l4_bulk(
                 pin_cpu=opts.load_cpu,
                 pin=opts.pin,
             )
-            return Sample(parse_iperf3(text))
-        finally:
-            reg.stop(server, grace=2)
+        return Sample(parse_iperf3(text))
 
     try:
         interleave(contenders, run, "l4-bulk", opts, reg)
@@ -185,40 +174,31 @@ def bench_l4_rps(
     )
 
 
-def render_section(
-    opts: Options,
-    results: list[BenchResult],
-    tools: dict[str, str],
-    started: str,
-    took: float,
-    busy_before: float,
-) -> str:
-    out = section_preamble(
-        opts,
-        tools,
-        "l4",
-        "L4 (TCP relay)",
-        started,
-        took,
-        busy_before,
-        "*trioxy, event path* is the same proxy "
-        "with a pass-through `handle_data` filter before `connect` "
-        "(`bench/conf/tcp_proxy_events.py`): the bytes travel as events through the engine "
-        "instead of being spliced, which measures the engine's per-event cost.",
-    )
-    out += results_lines(results)
-    out += commands_lines(results)
+def _configs(results: list[BenchResult]) -> list[tuple[str, str]]:
+    # (the first haproxy's config, even an empty one)
     hap_cfg = next(
         (c.config_text for r in results for c in r.contenders if c.name == "haproxy"), ""
     )
-    out += config_block(
-        "HAProxy config (`mode tcp`, defaults otherwise: no `option splice-*`, "
-        "default buffer sizes; `nbthread 1` because it is pinned to one core):",
-        hap_cfg,
-    )
-    out += config_block(
-        "nginx backend config (keep-alive connections are reused for the whole run, "
-        "so the RPS figure measures relaying requests, not accepting connections):",
-        next((r.backend_config for r in results if r.backend_config), ""),
-    )
-    return "\n".join(out).rstrip() + "\n"
+    return [
+        (
+            "HAProxy config (`mode tcp`, defaults otherwise: no `option splice-*`, "
+            "default buffer sizes; `nbthread 1` because it is pinned to one core):",
+            hap_cfg,
+        ),
+        (
+            "nginx backend config (keep-alive connections are reused for the whole run, "
+            "so the RPS figure measures relaying requests, not accepting connections):",
+            first_backend_config(results),
+        ),
+    ]
+
+
+render_section = section_renderer(
+    "l4",
+    "L4 (TCP relay)",
+    "*trioxy, event path* is the same proxy "
+    "with a pass-through `handle_data` filter before `connect` "
+    "(`bench/conf/tcp_proxy_events.py`): the bytes travel as events through the engine "
+    "instead of being spliced, which measures the engine's per-event cost.",
+    _configs,
+)

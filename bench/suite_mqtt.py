@@ -20,20 +20,18 @@ from bench.common import (
     BenchError,
     BenchResult,
     Contender,
-    ContenderSkipped,
     Options,
     Proc,
     ProcessRegistry,
     Sample,
-    commands_lines,
-    config_block,
+    first_backend_config,
     free_port,
     interleave,
     log,
     render,
-    results_lines,
     run_tool,
-    section_preamble,
+    section_renderer,
+    start_each,
     start_trioxy,
     stop_contenders,
     suite_contenders,
@@ -116,49 +114,34 @@ def start_contenders(
     """*direct* is the broker itself; *trioxy* is the edge gateway (the process
     the load connects to) with the cloud gateway as its helper, both on the
     proxy CPU."""
-    out: list[Contender] = []
-    for name in suite_contenders(opts, "mqtt"):
-        if name == "direct":
-            out.append(Contender(name, broker_port, command="(no proxy)"))
-            continue
-        edge_port, cloud_port = free_port(taken), free_port(taken)
-        c = Contender(name, edge_port)
-        out.append(c)
-        try:
-            cloud, cloud_cmd = start_trioxy(
-                reg,
-                opts,
-                "mqtt-cloud",
-                opts.mqtt_cloud_cmd,
-                {"LISTEN": f"127.0.0.1:{cloud_port}", "BROKER": f"127.0.0.1:{broker_port}"},
-                cloud_port,
-                shown={"LISTEN": "127.0.0.1:CLOUD_PORT", "BROKER": "127.0.0.1:BROKER_PORT"},
-            )
-            c.helpers.append(cloud)
-            edge_env = {"LISTEN": f"127.0.0.1:{edge_port}", "CLOUD": f"127.0.0.1:{cloud_port}"}
-            if opts.mqtt_max_upstream is not None:
-                edge_env["MAX_UPSTREAM"] = str(opts.mqtt_max_upstream)
-            c.proc, edge_cmd = start_trioxy(
-                reg,
-                opts,
-                "mqtt-edge",
-                opts.mqtt_edge_cmd,
-                edge_env,
-                edge_port,
-                shown={"CLOUD": "127.0.0.1:CLOUD_PORT"},
-            )
-            c.command = f"{cloud_cmd}\n{edge_cmd}"
-        except ContenderSkipped as exc:
-            c.skipped = str(exc)
-            log(f"mqtt: {name} skipped: {exc}")
-        except BenchError as exc:
-            c.error = str(exc)
-            log(f"mqtt: {name} failed to start: {exc}")
-        if c.skipped or c.error:
-            for p in c.procs:
-                reg.stop(p)
-            c.proc, c.helpers = None, []
-    return out
+
+    def start(c: Contender) -> None:
+        edge_port, cloud_port = c.port, free_port(taken)
+        cloud, cloud_cmd = start_trioxy(
+            reg,
+            opts,
+            "mqtt-cloud",
+            opts.mqtt_cloud_cmd,
+            {"LISTEN": f"127.0.0.1:{cloud_port}", "BROKER": f"127.0.0.1:{broker_port}"},
+            cloud_port,
+            shown={"LISTEN": "127.0.0.1:CLOUD_PORT", "BROKER": "127.0.0.1:BROKER_PORT"},
+        )
+        c.helpers.append(cloud)
+        edge_env = {"LISTEN": f"127.0.0.1:{edge_port}", "CLOUD": f"127.0.0.1:{cloud_port}"}
+        if opts.mqtt_max_upstream is not None:
+            edge_env["MAX_UPSTREAM"] = str(opts.mqtt_max_upstream)
+        c.proc, edge_cmd = start_trioxy(
+            reg,
+            opts,
+            "mqtt-edge",
+            opts.mqtt_edge_cmd,
+            edge_env,
+            edge_port,
+            shown={"CLOUD": "127.0.0.1:CLOUD_PORT"},
+        )
+        c.command = f"{cloud_cmd}\n{edge_cmd}"
+
+    return start_each(reg, opts, "mqtt", taken, "mqtt", start, direct_port=broker_port)
 
 
 def load_argv(opts: Options, port: int, broker_port: int) -> list[str]:
@@ -235,34 +218,16 @@ def run_suite(
     ]
 
 
-def render_section(
-    opts: Options,
-    results: list[BenchResult],
-    tools: dict[str, str],
-    started: str,
-    took: float,
-    busy_before: float,
-) -> str:
-    out = section_preamble(
-        opts,
-        tools,
-        "mqtt",
-        "MQTT (IoT gateway)",
-        started,
-        took,
-        busy_before,
-        "*direct*: the publishers connect to mosquitto itself. *trioxy*: they connect "
-        "to `scripts/mqtt_edge.py`, which carries each device's bytes over smux links to "
-        "`scripts/mqtt_cloud.py`, which opens one broker connection per device; both "
-        "gateways are pinned to the proxy CPU and their CPU and RSS are added up. msg/s "
-        "counts PUBACKs received by the publishers; latency is from publish to delivery "
-        "to a QoS 0 subscriber connected to the broker directly. The load generator "
-        "(`bench/mqtt_load.py`, Python) shares its core with the broker, so *direct* is "
-        "often its ceiling rather than mosquitto's.",
-    )
-    out += results_lines(results)
-    out += commands_lines(results)
-    out += config_block(
-        "mosquitto config:", next((r.backend_config for r in results if r.backend_config), "")
-    )
-    return "\n".join(out).rstrip() + "\n"
+render_section = section_renderer(
+    "mqtt",
+    "MQTT (IoT gateway)",
+    "*direct*: the publishers connect to mosquitto itself. *trioxy*: they connect "
+    "to `scripts/mqtt_edge.py`, which carries each device's bytes over smux links to "
+    "`scripts/mqtt_cloud.py`, which opens one broker connection per device; both "
+    "gateways are pinned to the proxy CPU and their CPU and RSS are added up. msg/s "
+    "counts PUBACKs received by the publishers; latency is from publish to delivery "
+    "to a QoS 0 subscriber connected to the broker directly. The load generator "
+    "(`bench/mqtt_load.py`, Python) shares its core with the broker, so *direct* is "
+    "often its ceiling rather than mosquitto's.",
+    lambda results: [("mosquitto config:", first_backend_config(results))],
+)

@@ -32,21 +32,18 @@ from bench.common import (
     BenchError,
     BenchResult,
     Contender,
-    ContenderSkipped,
     Options,
     ProcessRegistry,
     Sample,
-    commands_lines,
-    config_block,
-    free_port,
     interleave,
     log,
     parse_wrk,
+    proxy_configs,
     render,
-    results_lines,
     run_tool,
-    section_preamble,
+    section_renderer,
     start_backend_nginx,
+    start_each,
     start_trioxy,
     stop_contenders,
     suite_contenders,
@@ -170,60 +167,48 @@ def start_contenders(
     label: str,
 ) -> list[Contender]:
     """Start each contender on the proxy CPU, listening for HTTPS."""
-    out: list[Contender] = []
     upstream = f"127.0.0.1:{upstream_port}"
     shown_upstream = "127.0.0.1:UPSTREAM_PORT"
-    for name in suite_contenders(opts, "tls"):
-        port = free_port(taken)
-        c = Contender(name, port)
-        out.append(c)
+
+    def start(c: Contender) -> None:
+        name, port = c.name, c.port
         listen = f"127.0.0.1:{port}"
         pin = f"taskset -c {opts.proxy_cpu} " if opts.pin else ""
-        try:
-            if name == "nginx":
-                ndir = tmp / f"nginx-tls-{label}"
-                ndir.mkdir(exist_ok=True)
-                conf = ndir / "nginx.conf"
-                # (as the other suites' nginx: its workers keep root's access to DIR)
-                user_line = "user root;" if os.geteuid() == 0 else ""
-                conf.write_text(
-                    nginx_config(
-                        str(ndir), listen, upstream, str(cert.cert), str(cert.key), user_line
-                    )
-                )
-                c.config_text = nginx_config(
-                    "DIR", "127.0.0.1:PORT", shown_upstream, "DIR/tls-cert.pem", "DIR/tls-key.pem"
-                )
-                argv = [tools["nginx"], "-e", str(ndir / "error.log"), "-p", str(ndir)]
-                argv += ["-c", str(conf)]
-                c.command = f"{pin}nginx -e DIR/error.log -p DIR -c DIR/nginx.conf"
-                c.proc = reg.start(f"nginx-tls-{label}", argv, opts.proxy_cpu)
-                wait_listening(c.proc, port, 10)
-            elif name == "haproxy":
-                cfg = tmp / f"haproxy-tls-{label}.cfg"
-                cfg.write_text(haproxy_config(listen, upstream, str(cert.pem)))
-                c.config_text = haproxy_config("127.0.0.1:PORT", shown_upstream, "DIR/tls.pem")
-                argv = [tools["haproxy"], "-f", str(cfg), "-db"]
-                c.command = f"{pin}haproxy -f haproxy.cfg -db"
-                c.proc = reg.start(f"haproxy-tls-{label}", argv, opts.proxy_cpu)
-                wait_listening(c.proc, port, 10)
-            elif name == "trioxy":
-                env = trioxy_env(listen, upstream, cert)
-                shown = {"CERT": "DIR/tls-cert.pem", "KEY": "DIR/tls-key.pem"}
-                c.proc, c.command = start_trioxy(
-                    reg, opts, f"trioxy-tls-{label}", opts.tls_cmd, env, port, shown=shown
-                )
-            else:
-                raise BenchError(f"unknown contender {name}")
-        except ContenderSkipped as exc:
-            c.skipped = str(exc)
-            log(f"{label}: {name} skipped: {exc}")
-        except BenchError as exc:
-            c.error = str(exc)
-            log(f"{label}: {name} failed to start: {exc}")
-            if c.proc is not None:
-                reg.stop(c.proc)
-    return out
+        if name == "nginx":
+            ndir = tmp / f"nginx-tls-{label}"
+            ndir.mkdir(exist_ok=True)
+            conf = ndir / "nginx.conf"
+            # (as the other suites' nginx: its workers keep root's access to DIR)
+            user_line = "user root;" if os.geteuid() == 0 else ""
+            conf.write_text(
+                nginx_config(str(ndir), listen, upstream, str(cert.cert), str(cert.key), user_line)
+            )
+            c.config_text = nginx_config(
+                "DIR", "127.0.0.1:PORT", shown_upstream, "DIR/tls-cert.pem", "DIR/tls-key.pem"
+            )
+            argv = [tools["nginx"], "-e", str(ndir / "error.log"), "-p", str(ndir)]
+            argv += ["-c", str(conf)]
+            c.command = f"{pin}nginx -e DIR/error.log -p DIR -c DIR/nginx.conf"
+            c.proc = reg.start(f"nginx-tls-{label}", argv, opts.proxy_cpu)
+            wait_listening(c.proc, port, 10)
+        elif name == "haproxy":
+            cfg = tmp / f"haproxy-tls-{label}.cfg"
+            cfg.write_text(haproxy_config(listen, upstream, str(cert.pem)))
+            c.config_text = haproxy_config("127.0.0.1:PORT", shown_upstream, "DIR/tls.pem")
+            argv = [tools["haproxy"], "-f", str(cfg), "-db"]
+            c.command = f"{pin}haproxy -f haproxy.cfg -db"
+            c.proc = reg.start(f"haproxy-tls-{label}", argv, opts.proxy_cpu)
+            wait_listening(c.proc, port, 10)
+        elif name == "trioxy":
+            env = trioxy_env(listen, upstream, cert)
+            shown = {"CERT": "DIR/tls-cert.pem", "KEY": "DIR/tls-key.pem"}
+            c.proc, c.command = start_trioxy(
+                reg, opts, f"trioxy-tls-{label}", opts.tls_cmd, env, port, shown=shown
+            )
+        else:
+            raise BenchError(f"unknown contender {name}")
+
+    return start_each(reg, opts, "tls", taken, label, start)
 
 
 # ----------------------------------------------------------------------- checks
@@ -445,43 +430,18 @@ def result(
     )
 
 
-def render_section(
-    opts: Options,
-    results: list[BenchResult],
-    tools: dict[str, str],
-    started: str,
-    took: float,
-    busy_before: float,
-) -> str:
-    out = section_preamble(
-        opts,
-        tools,
-        "tls",
-        "TLS termination (HTTPS in front of plain HTTP)",
-        started,
-        took,
-        busy_before,
-        "Each contender terminates TLS 1.3 with the same self-signed ECDSA P-256 "
-        "certificate (made with `openssl req` at run time), adds `X-Forwarded-For` and "
-        "`X-Forwarded-Proto`, and forwards to the nginx backend over keep-alive "
-        "connections. *trioxy* is `scripts/tls_offload.py` (`MIN_TLS=1.3 "
-        "SESSION_TICKETS=off`); none of the three resumes TLS sessions. No target: "
-        "ratios only.",
-    )
-    out += results_lines(results)
-    out += commands_lines(results)
-    first = results[0] if results else None
-    configs = {c.name: c.config_text for r in results for c in r.contenders if c.config_text}
-    out += config_block(
+render_section = section_renderer(
+    "tls",
+    "TLS termination (HTTPS in front of plain HTTP)",
+    "Each contender terminates TLS 1.3 with the same self-signed ECDSA P-256 "
+    "certificate (made with `openssl req` at run time), adds `X-Forwarded-For` and "
+    "`X-Forwarded-Proto`, and forwards to the nginx backend over keep-alive "
+    "connections. *trioxy* is `scripts/tls_offload.py` (`MIN_TLS=1.3 "
+    "SESSION_TICKETS=off`); none of the three resumes TLS sessions. No target: "
+    "ratios only.",
+    proxy_configs(
         "nginx config (`listen ... ssl`, `proxy_pass` to a keep-alive `upstream`, one worker):",
-        configs.get("nginx", ""),
-    )
-    out += config_block(
         "HAProxy config (`bind ... ssl crt`, `mode http`, `http-reuse always`, `nbthread 1`):",
-        configs.get("haproxy", ""),
-    )
-    out += config_block(
         "nginx backend config (`/` answers `ok`):",
-        first.backend_config if first else "",
-    )
-    return "\n".join(out).rstrip() + "\n"
+    ),
+)

@@ -38,28 +38,26 @@ from bench.common import (
     BenchError,
     BenchResult,
     Contender,
-    ContenderSkipped,
     Options,
     ProcessRegistry,
     Sample,
     check_and_warm_up,
-    commands_lines,
-    config_block,
+    first_backend_config,
     fmt_num,
     free_port,
     interleave,
+    iperf3_server,
     log,
     median,
     parse_wrk,
-    results_lines,
     run_tool,
-    section_preamble,
+    section_renderer,
     start_backend_nginx,
+    start_each,
     start_trioxy,
     stop_contenders,
     suite_contenders,
     tree_cpu_ticks,
-    wait_listening,
 )
 from bench.suite_l4 import parse_iperf3
 
@@ -220,69 +218,54 @@ def start_contenders(
     the load connects to) with the server end as its helper, both on the proxy
     CPU. Their CPU is added up in *proxy CPU*, and kept apart per end in each
     sample's ``part_cpu_pct``."""
-    out: list[Contender] = []
     backend = f"127.0.0.1:{backend_port}"
-    for name in suite_contenders(opts, "tunnel"):
-        if name == "direct":
-            out.append(Contender(name, backend_port, command="(no proxy)"))
-            continue
-        client_port, server_port = free_port(taken), free_port(taken)
-        c = Contender(name, client_port)
-        out.append(c)
+
+    def start(c: Contender) -> None:
+        client_port, server_port = c.port, free_port(taken)
         certs_shown = {
             "CERT": "DIR/server.pem",
             "KEY": "DIR/server.key",
             "CA": "DIR/ca.pem",
         }
-        try:
-            server, server_cmd = start_trioxy(
-                reg,
-                opts,
-                f"tunnel-server-{label}",
-                opts.tunnel_server_cmd,
-                server_env(f"127.0.0.1:{server_port}", backend, certs),
-                server_port,
-                shown={
-                    "LISTEN": "127.0.0.1:SERVER_PORT",
-                    "ALLOW": "127.0.0.1:BACKEND_PORT",
-                    **certs_shown,
-                },
-            )
-            c.helpers.append(server)
-            env = client_env(
-                f"127.0.0.1:{client_port}",
-                f"127.0.0.1:{server_port}",
-                backend,
-                certs,
-                opts.tunnel_links,
-            )
-            c.proc, client_cmd = start_trioxy(
-                reg,
-                opts,
-                f"tunnel-client-{label}",
-                opts.tunnel_client_cmd,
-                env,
-                client_port,
-                shown={
-                    "SERVER": "127.0.0.1:SERVER_PORT",
-                    "FORWARD": "127.0.0.1:PORT=127.0.0.1:BACKEND_PORT",
-                    **certs_shown,
-                    "CERT": "DIR/client.pem",
-                    "KEY": "DIR/client.key",
-                },
-            )
-            c.command = f"{server_cmd}\n{client_cmd}"
-        except ContenderSkipped as exc:
-            c.skipped = str(exc)
-            log(f"{label}: {name} skipped: {exc}")
-        except BenchError as exc:
-            c.error = str(exc)
-            log(f"{label}: {name} failed to start: {exc}")
-        if c.skipped or c.error:
-            for p in c.procs:
-                reg.stop(p)
-            c.proc, c.helpers = None, []
-    return out
+        server, server_cmd = start_trioxy(
+            reg,
+            opts,
+            f"tunnel-server-{label}",
+            opts.tunnel_server_cmd,
+            server_env(f"127.0.0.1:{server_port}", backend, certs),
+            server_port,
+            shown={
+                "LISTEN": "127.0.0.1:SERVER_PORT",
+                "ALLOW": "127.0.0.1:BACKEND_PORT",
+                **certs_shown,
+            },
+        )
+        c.helpers.append(server)
+        env = client_env(
+            f"127.0.0.1:{client_port}",
+            f"127.0.0.1:{server_port}",
+            backend,
+            certs,
+            opts.tunnel_links,
+        )
+        c.proc, client_cmd = start_trioxy(
+            reg,
+            opts,
+            f"tunnel-client-{label}",
+            opts.tunnel_client_cmd,
+            env,
+            client_port,
+            shown={
+                "SERVER": "127.0.0.1:SERVER_PORT",
+                "FORWARD": "127.0.0.1:PORT=127.0.0.1:BACKEND_PORT",
+                **certs_shown,
+                "CERT": "DIR/client.pem",
+                "KEY": "DIR/client.key",
+            },
+        )
+        c.command = f"{server_cmd}\n{client_cmd}"
+
+    return start_each(reg, opts, "tunnel", taken, label, start, direct_port=backend_port)
 
 
 def part_ticks(c: Contender) -> dict[str, int]:
@@ -350,21 +333,12 @@ def bench_bulk(
     duration = opts.bulk_duration if streams == 1 else opts.tunnel_duration
 
     def run(c: Contender) -> Sample:
-        # a fresh one-shot iperf3 server per run: a broken run cannot wedge the next
-        server = reg.start(
-            "iperf3-server",
-            [tools["iperf3"], "-s", "-1", "-B", "127.0.0.1", "-p", str(backend_port)],
-            opts.load_cpu,
-        )
-        try:
-            wait_listening(server, backend_port, 10)
+        with iperf3_server(reg, opts, tools, backend_port):
             text, sample = timed(
                 c, iperf3_argv(opts, tools["iperf3"], c.port, streams), opts, duration + 30
             )
-            sample.value = parse_iperf3(text)
-            return sample
-        finally:
-            reg.stop(server, grace=2)
+        sample.value = parse_iperf3(text)
+        return sample
 
     try:
         interleave(contenders, run, label, opts, reg)
@@ -509,23 +483,9 @@ def run_suite(
     return results
 
 
-def render_section(
-    opts: Options,
-    results: list[BenchResult],
-    tools: dict[str, str],
-    started: str,
-    took: float,
-    busy_before: float,
-) -> str:
+def _tunnel_note(opts: Options) -> str:
     links = opts.tunnel_links if opts.tunnel_links is not None else "2 (the script's default)"
-    out = section_preamble(
-        opts,
-        tools,
-        "tunnel",
-        "TLS tunnel (tunnel_client.py → tunnel_server.py)",
-        started,
-        took,
-        busy_before,
+    return (
         "*direct*: the load generator talks to the backend itself. *trioxy*: it talks "
         "to `scripts/tunnel_client.py`'s `FORWARD` listener, which carries each "
         "connection as one smux stream over mutually authenticated TLS links (TLS 1.3, "
@@ -537,12 +497,15 @@ def render_section(
         "it compete with iperf3 on the core that sets *direct*'s figure; so *trioxy* is "
         "what one core of tunnel carries, both ends' work added up (*proxy CPU* is their "
         "sum, and each end's share is given under each table: with a core per end, as "
-        "in a deployment, the busier end is the limit). No target: ratios to *direct*.",
+        "in a deployment, the busier end is the limit). No target: ratios to *direct*."
     )
-    out += results_lines(results)
-    out += commands_lines(results)
-    out += config_block(
-        "nginx backend config of the connections benchmark:",
-        next((r.backend_config for r in results if r.backend_config), ""),
-    )
-    return "\n".join(out).rstrip() + "\n"
+
+
+render_section = section_renderer(
+    "tunnel",
+    "TLS tunnel (tunnel_client.py → tunnel_server.py)",
+    _tunnel_note,
+    lambda results: [
+        ("nginx backend config of the connections benchmark:", first_backend_config(results))
+    ],
+)

@@ -116,6 +116,8 @@ class Demux(Filter):
         self._input_end: StreamEnd | None = None
         self._room: trio.Event | None = None
         self._to_close: list[Pipeline] = []
+        # The next MessageEnd leaves its message's input open (see demux_http).
+        self._hold = False
 
     # Input -------------------------------------------------------------------
 
@@ -155,6 +157,11 @@ class Demux(Filter):
             if target is not None and not target.closed:
                 await target.input(event)
             if kind is MessageEnd:
+                if self._hold:
+                    # (demux_http, a protocol upgrade: the input that follows
+                    # may be this message's sub-pipeline's too.)
+                    self._hold = False
+                    return
                 await self._end_input(open_slot, StreamEnd())
 
     def _message_context(self, start: MessageStart) -> Context:

@@ -110,8 +110,11 @@ from protocols.http.writer import (
     request_head_bytes,
     response_head_bytes,
 )
+from protocols.websocket.errors import HandshakeError
+from protocols.websocket.handshake import check_request
 
 __all__ = [
+    "WEBSOCKET_UPGRADE",
     "DecodeHttpRequest",
     "DecodeHttpResponse",
     "EncodeHttpRequest",
@@ -126,6 +129,9 @@ __all__ = [
 log = logging.getLogger("trioxy.http")
 
 SERVER_STATE = "_http_server"
+#: ``ctx.vars`` key set (True) in the context of a request that ``demux_http``
+#: passes on as a WebSocket upgrade: ``mux_http`` keeps its ``Upgrade``.
+WEBSOCKET_UPGRADE = "_websocket_upgrade"
 CLIENT_STATE = "_http_client"
 
 #: A head and a first body chunk up to this size are joined into one write; a
@@ -242,10 +248,12 @@ class RequestInfo:
     __slots__ = (
         "body_done",
         "continue_sent",
+        "decided",
         "expects_continue",
         "head",
         "keep_alive",
         "method",
+        "switched",
         "version",
     )
 
@@ -257,6 +265,17 @@ class RequestInfo:
         self.expects_continue = expects_continue
         self.continue_sent = False
         self.body_done = False
+        # A WebSocket upgrade being passed on (see filters.http_demux): set when
+        # the answer's head is known, ``switched`` if it was the 101.
+        self.decided: trio.Event | None = None
+        self.switched = False
+
+    def decide(self, switched: bool) -> None:
+        """The answer to this upgrade request is known (or never will be)."""
+        decided = self.decided
+        if decided is not None and not decided.is_set():
+            self.switched = switched
+            decided.set()
 
     @property
     def line(self) -> str:
@@ -270,12 +289,15 @@ class RequestInfo:
 class HttpServerState:
     """Shared by the request decoder and the response encoder of one connection."""
 
-    __slots__ = ("closing", "encoder", "requests")
+    __slots__ = ("closing", "encoder", "requests", "tunnel")
 
     def __init__(self) -> None:
         self.requests: deque[RequestInfo] = deque()  # not yet fully answered, oldest first
         self.closing = False  # no further request is read
         self.encoder: EncodeHttpResponse | None = None
+        # The demux_http that passes WebSocket upgrades on (None: upgrades are
+        # stripped and the connection goes on as HTTP/1.1).
+        self.tunnel: Any = None
 
     @staticmethod
     def of(ctx: Any) -> HttpServerState:
@@ -440,8 +462,11 @@ class DecodeHttpRequest(_Decoder):
                     info.body_done = True
                     self._current = None
                 if parser.upgraded:
-                    # Upgrades are not passed on (a proxy strips Upgrade), so the
-                    # connection goes on as HTTP/1.1 after this request.
+                    if info is not None and info.decided is not None:
+                        await self._upgrade(parser, info, items, item.trailers)
+                        continue
+                    # Other upgrades are not passed on (a proxy strips Upgrade),
+                    # so the connection goes on as HTTP/1.1 after this request.
                     items.extend(parser.resume())
                 await output(_message_end(item.trailers))
                 if state.closing:
@@ -458,6 +483,14 @@ class DecodeHttpRequest(_Decoder):
                 # requests, and the parser's flags describe the last one.
                 keep_alive, expects_continue = request_flags(head)
                 info = RequestInfo(head, keep_alive, expects_continue)
+                # (The parser's flag describes the last head it parsed, maybe a
+                # later one: the headers confirm it.)
+                if parser._message_upgrade and state.tunnel is not None:
+                    refused = _check_upgrade(head, info)
+                    if refused is not None:
+                        self._done = True
+                        await output(StreamEnd(refused))
+                        return
                 if not info.keep_alive:
                     state.closing = True
                 self._current = info
@@ -468,6 +501,47 @@ class DecodeHttpRequest(_Decoder):
                     encoder = state.encoder
                     if encoder is not None and state.requests[0] is info:
                         await encoder.send_continue(info)
+
+    async def _upgrade(
+        self, parser: RequestParser, info: RequestInfo, items: list[Any], trailers: Any
+    ) -> None:
+        """The WebSocket upgrade request ``info`` is complete: its sub-pipeline
+        keeps its input open, and no byte after it is parsed until its answer
+        is known. A 101 makes the rest of the connection a relay (the bytes
+        after the request head are the upgraded protocol's); any other answer
+        and the connection goes on as HTTP/1.1."""
+        state = self._state
+        assert state is not None and info.decided is not None
+        tunnel = state.tunnel
+        tunnel.hold_input()
+        await self.output(_message_end(trailers))
+        await info.decided.wait()
+        if info.switched:
+            self._done = True
+            items.clear()
+            await tunnel.start_relay(parser.take_trailing())
+            return
+        await tunnel.release_input()
+        if state.closing:
+            self._done = True
+            items.clear()
+            return
+        items.extend(parser.resume())
+
+
+def _check_upgrade(head: RequestHead, info: RequestInfo) -> ProtocolError | None:
+    """A request asking for ``Upgrade: websocket`` under a ``demux_http`` that
+    passes them on: checked (RFC 6455 4.2.1) and marked for the switch. Other
+    upgrades (``h2c``...) are left as they are (stripped downstream). Returns
+    the error refusing a bad one (400, or 426 for a wrong version)."""
+    if not head.headers.has_token("upgrade", "websocket"):
+        return None
+    try:
+        check_request(head.method, head.headers)
+    except HandshakeError as exc:
+        return ProtocolError(f"bad WebSocket upgrade: {exc}", exc.status)
+    info.decided = trio.Event()
+    return None
 
 
 # Server side: responses out -------------------------------------------------------
@@ -557,6 +631,11 @@ class EncodeHttpResponse(Filter):
         self._request = info
         self._started = True
         self._head_out = False
+        if info.decided is not None:  # a WebSocket upgrade passed on
+            if status == 101:
+                await self._switch(head, info)
+                return
+            info.decide(False)
         headers = head.headers
         tokens = _connection_tokens(headers)
         said_close = "close" in tokens
@@ -599,6 +678,20 @@ class EncodeHttpResponse(Filter):
         elif head.version != "1.1":
             head = head.replace(version="1.1")
         body.held_head = head  # written with the first chunk of body, or at the end
+
+    async def _switch(self, head: ResponseHead, info: RequestInfo) -> None:
+        """The upstream accepted the WebSocket upgrade: the 101 goes out now (the
+        client sends nothing before it), its "body" is the upstream's bytes,
+        relayed as they come, and its end ends the connection."""
+        body = self._body
+        body.framing = _LENGTH
+        body.held_head = None
+        self._no_body = False
+        self._close_after = True
+        if head.version != "1.1":
+            head = head.replace(version="1.1")
+        await self.output(Data(self._head_bytes(head)))
+        info.decide(True)
 
     async def _write_body(self, data: bytes) -> None:
         body = self._body
@@ -690,6 +783,8 @@ class EncodeHttpResponse(Filter):
         self._ended = True
         state = self._state or self._state_of()
         state.closing = True
+        for pending in state.requests:
+            pending.decide(False)  # (a decoder waiting for an upgrade's answer)
         info = self._request or (state.requests[0] if state.requests else None)
         client = self._client()
         line = info.line if info is not None else "-"
@@ -710,13 +805,14 @@ class EncodeHttpResponse(Filter):
         reason = REASONS.get(status, "Error")
         log.warning("%s %r: %d %s: %s", client, line, status, reason, _reason(error))
         text = f"{status} {reason}: {_reason(error)}\n".encode("utf-8", "replace")
-        headers = Headers.from_list(
-            [
-                ("Content-Type", "text/plain; charset=utf-8"),
-                ("Content-Length", str(len(text))),
-                ("Connection", "close"),
-            ]
-        )
+        fields = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(text))),
+            ("Connection", "close"),
+        ]
+        if status == 426:  # (a WebSocket version we do not pass on: RFC 6455 4.4)
+            fields.append(("Sec-WebSocket-Version", "13"))
+        headers = Headers.from_list(fields)
         head_bytes = response_head_bytes(ResponseHead(status, reason, headers))
         if info is not None and info.method == "HEAD":
             text = b""
@@ -833,13 +929,16 @@ class EncodeHttpRequest(Filter):
 class DecodeHttpResponse(_Decoder):
     """``decode_http_response(max_line=8192, max_header_bytes=65536, max_headers=100,
     max_body=None)``: the server's bytes in, responses out. Interim responses (1xx
-    but 101) are dropped. See the module docs."""
+    but 101) are dropped. After a ``101`` the server's bytes are the new
+    protocol's: they come out as the 101's body, as they arrive, and the
+    server's EOF ends it. See the module docs."""
 
     name = "decode_http_response"
 
     _parser: ResponseParser | None = None
     _state: HttpClientState | None = None
     _interim = False  # inside a 1xx response (dropped)
+    _relay = False  # after a 101: the bytes are the new protocol's, passed as they come
 
     def _start(self) -> ResponseParser:
         parser = self._parser = self._new_parser(ResponseParser)
@@ -852,6 +951,8 @@ class DecodeHttpResponse(_Decoder):
 
     async def on_event(self, event: Event) -> None:
         if self._done:
+            if self._relay:
+                await self._relayed(event)
             return
         kind = type(event)
         parser = self._parser or self._start()
@@ -888,6 +989,17 @@ class DecodeHttpResponse(_Decoder):
                     continue
                 state = self._state
                 assert state is not None
+                if parser.upgraded:
+                    # A 101: the rest of the connection is the new protocol's,
+                    # the "body" of the 101, ended by the server's EOF.
+                    state.keep_alive = False
+                    self._done = self._relay = True
+                    trailing = parser.take_trailing()
+                    if trailing:
+                        await output(Data(trailing))
+                    if kind is StreamEnd:
+                        await self._relayed(event)
+                    return
                 state.keep_alive = parser.keep_alive
                 state.responses += 1
                 await output(_message_end(item.trailers))
@@ -902,6 +1014,17 @@ class DecodeHttpResponse(_Decoder):
             assert state is not None
             state.keep_alive = False
             await output(event)
+
+    async def _relayed(self, event: Event) -> None:
+        """After a 101: the server's bytes as they come; its end ends the 101."""
+        kind = type(event)
+        if kind is Data:
+            await self.output(event)
+        elif kind is StreamEnd:
+            self._relay = False
+            if event.error is None:  # type: ignore[union-attr]
+                await self.output(_MESSAGE_END)
+            await self.output(event)
 
 
 @hookimpl

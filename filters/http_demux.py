@@ -1,7 +1,7 @@
 """``demux_http``: an HTTP/1.1 server, one sub-pipeline per request.
 
 ``demux_http(max_pending=64, max_line=8192, max_header_bytes=65536,
-max_headers=100, max_body=None).to(layout)`` is Pipy's ``demuxHTTP``: it reads
+max_headers=100, max_body=None, websocket="relay").to(layout)`` is Pipy's ``demuxHTTP``: it reads
 the client's bytes as requests, runs a sub-pipeline of ``layout`` for each request
 (with a child context, so per-request variables never leak into the next request),
 and writes each sub-pipeline's answer back as the response, in request order --
@@ -22,6 +22,20 @@ which saves a hop per event); everything their docs say holds:
   answering at all is a failure too (500): every request needs its response;
 * keep-alive, ``HEAD``, ``Expect: 100-continue`` and the response framing are the
   encoder's (see :mod:`filters.http_codec`).
+
+WebSocket (``websocket="relay"``, the default). A request asking for
+``Upgrade: websocket`` is checked (``protocols.websocket.check_request``: 400,
+or 426 for a version other than 13) and its sub-pipeline's context gets
+``ctx.vars[filters.http_codec.WEBSOCKET_UPGRADE] = True``, on which ``mux_http``
+forwards it with its ``Upgrade`` on a connection of its own. Nothing after the
+request head is parsed until its answer's head is known: a ``101`` goes to the
+client and the connection becomes a byte relay (the bytes after the request
+head, then everything the client sends, go to that sub-pipeline as ``Data``
+after the request's ``MessageEnd``, then its ``StreamEnd``; the ``101``'s body
+is what comes back, its end ends the connection); any other answer and the
+connection goes on as HTTP/1.1. ``websocket=None``: the request is an ordinary
+one (``mux_http`` strips ``Upgrade``), as every other upgrade (``h2c``...)
+always is. See "WebSocket through the reverse proxy" in docs/http.md.
 
 Graceful shutdown (as nginx and HAProxy do it). When the server begins to shut
 down (:class:`pipeline.live.ShutdownNotice`), a connection does not keep the
@@ -69,21 +83,26 @@ pipelined requests in memory::
 from __future__ import annotations
 
 from pipeline.context import Context
-from pipeline.events import Event, MessageStart, StreamEnd
+from pipeline.events import Data, Event, MessageStart, StreamEnd
 from pipeline.filter import Filter, Output
 from pipeline.hookspecs import hookimpl
 from pipeline.live import ServerStopping, shutdown_notice
 
 from .demux import Demux
 from .headers import remember_request
-from .http_codec import DecodeHttpRequest, EncodeHttpResponse, HttpServerState
+from .http_codec import (
+    WEBSOCKET_UPGRADE,
+    DecodeHttpRequest,
+    EncodeHttpResponse,
+    HttpServerState,
+)
 
 __all__ = ["DemuxHttp"]
 
 
 class DemuxHttp(Demux):
     """``demux_http(max_pending=64, max_line=8192, max_header_bytes=65536,
-    max_headers=100, max_body=None)``: see the module docs."""
+    max_headers=100, max_body=None, websocket="relay")``: see the module docs."""
 
     name = "demux_http"
     joint = True
@@ -96,8 +115,12 @@ class DemuxHttp(Demux):
         max_header_bytes: int = 65536,
         max_headers: int = 100,
         max_body: int | None = None,
+        websocket: str | None = "relay",
     ) -> None:
+        if websocket not in ("relay", None):
+            raise ValueError(f"websocket must be 'relay' or None, got {websocket!r}")
         super().__init__(max_pending)
+        self.websocket = websocket
         self._decoder = DecodeHttpRequest(max_line, max_header_bytes, max_headers, max_body)
         self._encoder = EncodeHttpResponse()
         self._input: Output | None = None
@@ -125,6 +148,8 @@ class DemuxHttp(Demux):
         decoder.spec = encoder.spec = self.spec
         state = HttpServerState.of(self.pipeline.context)
         state.encoder = encoder  # for 100 Continue
+        if self.websocket is not None:
+            state.tunnel = self  # WebSocket upgrades are passed on
         encoder.output = self.output
         self.output = encoder.on_event  # what Demux writes its answers to
         decoder.output = super().on_event
@@ -138,7 +163,33 @@ class DemuxHttp(Demux):
         # they answer from here: events flow one way, so they never see it pass.
         ctx = self.pipeline.context.child()
         remember_request(ctx, start.head)
+        info = self._decoder._current  # the request whose head this is
+        if info is not None and info.decided is not None:
+            # A checked WebSocket upgrade: mux_http keeps its Upgrade and sends
+            # it on a connection of its own.
+            ctx.vars[WEBSOCKET_UPGRADE] = True
         return ctx
+
+    # WebSocket upgrades (called by the decoder) ---------------------------------
+
+    def hold_input(self) -> None:
+        """The upgrade request's ``MessageEnd`` comes next: its sub-pipeline's
+        input stays open (what follows may be the upgraded protocol's)."""
+        self._hold = True
+
+    async def release_input(self) -> None:
+        """The upgrade was refused: the held input ends as any request's does."""
+        slot = self._current
+        if slot is not None:
+            await self._end_input(slot, StreamEnd())
+
+    async def start_relay(self, trailing: bytes) -> None:
+        """The 101 went out: from now on the client's bytes (``trailing`` first,
+        received after the request head) go to the upgrade's sub-pipeline as
+        they come, and its end half-closes the upstream."""
+        self._input = super().on_event
+        if trailing:
+            await Demux.on_event(self, Data(trailing))
 
     async def on_event(self, event: Event) -> None:
         feed = self._input or self._wire()

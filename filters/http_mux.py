@@ -30,6 +30,18 @@ forwarded and every response returned (:func:`filters.http_codec.strip_hop_by_ho
 and so is ``Expect: 100-continue`` (the server side, ``encode_http_response``,
 answers it; the upstream gets the body at once).
 
+WebSocket upgrades. A request whose context has
+``ctx.vars[filters.http_codec.WEBSOCKET_UPGRADE]`` (set by ``demux_http`` for a
+checked ``Upgrade: websocket`` request) keeps its ``Upgrade`` and ``Connection:
+upgrade`` and goes on a new connection (never an idle one; counted with its key
+but not held to ``max_connections_per_key``). A ``101`` answer is checked
+against the request's ``Sec-WebSocket-Key`` (``check_response``; a bad one ends
+the stream with an :class:`~pipeline.errors.UpstreamError`, 502, and closes the
+connection); after it, the stream's ``Data`` is written to the connection as it
+comes, its ``StreamEnd`` half-closes it, the upstream's bytes are the 101's
+body, and the connection is never reused. Any other answer is an ordinary
+response on a connection reusable by the usual rules.
+
 Reuse and its end. After a response the connection is kept only if the server
 keeps it: a response with ``Connection: close``, an HTTP/1.0 response without
 keep-alive, a response delimited by the connection's close, or the server's EOF
@@ -106,10 +118,13 @@ from pipeline.layout import Layout
 from pipeline.live import Pipeline, ShutdownNotice, service_nursery, shutdown_notice
 from protocols.http import ProtocolError, RequestHead, ResponseHead
 from protocols.http.writer import InvalidHeadError
+from protocols.websocket.errors import HandshakeError
+from protocols.websocket.handshake import check_request, check_response
 
 from ._callback import as_async
 from .http_codec import (
     JOIN_LIMIT,
+    WEBSOCKET_UPGRADE,
     DecodeHttpResponse,
     EncodeHttpRequest,
     HttpClientState,
@@ -163,7 +178,9 @@ class HttpSession:
         "pool",
         "started",
         "stream",
+        "tunnel",
         "used",
+        "websocket_key",
         "writing",
     )
 
@@ -178,6 +195,10 @@ class HttpSession:
         self.used = 0  # requests carried
         self.mark = 0  # the server's byte count when the request in flight was sent
         self.idle_since = 0.0
+        # A WebSocket upgrade's connection: the key its 101 must answer, and
+        # whether the 101 came (the connection is then a relay, never reused).
+        self.websocket_key: str | None = None
+        self.tunnel = False
         context = opener.pipeline.context.child()
         nursery = service_nursery.get() or opener.pipeline.nursery
         decoder = self.decoder = DecodeHttpResponse(*pool.limits)
@@ -235,7 +256,12 @@ class HttpSession:
         if kind is MessageStart:
             self.started = True
             head: ResponseHead = event.head  # type: ignore[union-attr]
-            stripped = strip_hop_by_hop(head.headers)
+            if self.websocket_key is not None and head.status == 101:
+                if not await self._switch(stream, head):
+                    return
+                stripped = strip_hop_by_hop(head.headers, keep_upgrade=True)
+            else:
+                stripped = strip_hop_by_hop(head.headers)
             if stripped is not None:
                 event = MessageStart(head.replace(headers=stripped))
         elif kind is MessageEnd:
@@ -251,12 +277,34 @@ class HttpSession:
             if not self.writing:  # else send() does this when the write returns
                 self._reuse()
 
+    async def _switch(self, stream: MuxHttp, head: ResponseHead) -> bool:
+        """A 101 to a WebSocket upgrade: checked against the request's key (else
+        the stream fails with a 502 and the connection closes); from now on the
+        connection relays both ways."""
+        key = self.websocket_key
+        assert key is not None
+        try:
+            check_response(head.status, head.headers, key)
+        except HandshakeError as exc:
+            self.stream = None
+            stream._session = None
+            self.close()
+            stream._ended = True
+            stream._waiting = False
+            error = UpstreamError(f"bad WebSocket handshake answer: {exc}")
+            if not stream.closed:
+                await stream.output(StreamEnd(error))
+            return False
+        self.tunnel = True
+        stream._tunnel = self
+        return True
+
     def _reuse(self) -> None:
         """A request and its response are complete: back to the pool, or closed if
         the server is closing the connection."""
         if self.closed:
             return
-        if self.client.keep_alive:
+        if self.client.keep_alive and not self.tunnel:
             self.pool.release(self)
         else:
             self.close()
@@ -303,6 +351,14 @@ class HttpPool:
         if keys is None:
             keys = self.keys[key] = _KeyPool()
         return keys
+
+    def open_dedicated(self, key: Hashable, layout: Layout, stream: MuxHttp) -> HttpSession:
+        """A new connection of ``key`` for a WebSocket upgrade: never an idle one
+        (counted with the key's connections, but not held to its limit: an
+        upgraded connection may last for hours)."""
+        keys = self.key_pool(key)
+        keys.count += 1
+        return HttpSession(self, key, layout, stream)
 
     def take_idle(self, key: Hashable) -> HttpSession | None:
         """An idle connection of ``key``, if there is one (the fast path, no await)."""
@@ -536,6 +592,8 @@ class MuxHttp(Filter):
         self._tries = 0
         self._ended = False
         self.closed = False
+        self._websocket_key: str | None = None  # the request is a WebSocket upgrade
+        self._tunnel: HttpSession | None = None  # its connection, once the 101 came
 
     @classmethod
     def shared(
@@ -570,11 +628,19 @@ class MuxHttp(Filter):
                 limit = self.max_request_body
                 if limit is not None and self._size > limit:
                     await self._too_large(limit)
+            elif self._tunnel is not None:
+                await self._tunnel.pipeline.input(event)  # upgraded: the client's bytes
         elif kind is MessageStart:
             head = event.head  # type: ignore[union-attr]
             if isinstance(head, RequestHead):
                 stripped = strip_hop_by_hop(head.headers, also=_ANSWERED_HERE)
                 if stripped is not None:
+                    # (An upgrade has Connection: it is looked for only then.)
+                    if self.pipeline.context.vars.get(WEBSOCKET_UPGRADE):
+                        self._websocket_key = check_request(head.method, head.headers)
+                        stripped = strip_hop_by_hop(
+                            head.headers, keep_upgrade=True, also=_ANSWERED_HERE
+                        )
                     event = MessageStart(head.replace(headers=stripped))
             self._events = [event]
             self._size = 0
@@ -588,6 +654,9 @@ class MuxHttp(Filter):
                 await self._send()
         elif kind is StreamEnd:
             self._events = None
+            tunnel = self._tunnel
+            if tunnel is not None and self._input_end is None and not tunnel.closed:
+                await tunnel.pipeline.input(StreamEnd())  # half-closes the upstream
             if self._input_end is None:
                 self._input_end = event  # type: ignore[assignment]
                 if not self._waiting and not self._ended:
@@ -619,7 +688,11 @@ class MuxHttp(Filter):
         else:
             key = await fn(self.pipeline.context)
         pool = self.pool
-        session = pool.take_idle(key) or await pool.acquire(key, self.sub_layout, self)
+        if self._websocket_key is not None:
+            session = pool.open_dedicated(key, self.sub_layout, self)
+            session.websocket_key = self._websocket_key
+        else:
+            session = pool.take_idle(key) or await pool.acquire(key, self.sub_layout, self)
         if self.closed:
             self.pool.release(session)
             return

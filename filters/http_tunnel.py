@@ -132,17 +132,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import trio
-
 from pipeline.address import format_address
-from pipeline.context import Context
-from pipeline.errors import ConnectTimeout, PipelineError, UpstreamError
+from pipeline.errors import ConnectTimeout, UpstreamError
 from pipeline.events import Data, Event, StreamEnd
 from pipeline.filter import Filter
 from pipeline.hookspecs import hookimpl
@@ -153,7 +149,7 @@ from protocols.http.parser import EndOfMessage, RequestParser, ResponseParser
 from protocols.http.writer import REASONS, request_head_bytes, response_head_bytes
 
 from ._callback import as_async
-from .connect import CONNECT_WATCH
+from ._tunnel import TunnelClient, TunnelServer, Users, check_password, start_timer
 from .http_codec import error_status
 
 __all__ = [
@@ -246,15 +242,6 @@ def basic_credentials(value: str | None) -> tuple[str, str] | None:
     if not colon:
         return None
     return username, password
-
-
-def check_password(users: Mapping[str, str], username: str, password: str) -> bool:
-    """Whether ``users`` maps ``username`` to ``password``, compared in constant
-    time (a wrong password takes as long to refuse whatever its prefix)."""
-    expected = users.get(username)
-    return expected is not None and hmac.compare_digest(
-        expected.encode("utf-8", "surrogateescape"), password.encode("utf-8", "surrogateescape")
-    )
 
 
 class _Pattern:
@@ -369,35 +356,6 @@ class AllowList:
 # Shared helpers ----------------------------------------------------------------------------
 
 
-def _positive_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _peer(ctx: Context) -> str:
-    if ctx.remote is None:
-        return "-"
-    host, port = ctx.remote
-    return format_address(host, port)
-
-
-def _timer(
-    pipeline: Pipeline, seconds: float, expired: Callable[[], Any], name: str
-) -> trio.CancelScope:
-    """Call ``expired()`` (async) after ``seconds`` unless the scope returned is
-    cancelled first."""
-    scope = trio.CancelScope()
-
-    async def run() -> None:
-        with scope:
-            await trio.sleep(seconds)
-            await expired()
-
-    pipeline.start_task(run, name=name)
-    return scope
-
-
 def _text(error: BaseException | str) -> str:
     text = str(error) or type(error).__name__
     return text.replace("\r", " ").replace("\n", " ")[:200]
@@ -419,12 +377,12 @@ def _answer(status: int, reason: str, headers: Iterable[tuple[str, str]] = ()) -
 # The proxy's end ------------------------------------------------------------------------
 
 
-class AcceptHttpTunnel(Filter):
+class AcceptHttpTunnel(TunnelServer):
     """The server end of ``CONNECT`` tunnels in front of the sub-pipeline; see the
     module docs."""
 
     name = "accept_http_tunnel"
-    joint = True
+    log = log
     layout_params = ("otherwise",)
 
     def __init__(
@@ -447,18 +405,7 @@ class AcceptHttpTunnel(Filter):
             raise ValueError(
                 f"allow must be 'host:port' patterns or a function (ctx, host, port), got {allow!r}"
             )
-        self._users: Mapping[str, str] | None = None
-        self._check: Callable[..., Any] | None = None
-        if isinstance(users, Mapping):
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
-                raise ValueError("users must map usernames (str) to passwords (str)")
-            self._users = users
-        elif callable(users):
-            self._check = as_async(users)
-        elif users is not None:
-            raise ValueError(
-                f"users must be a dict or a function (ctx, username, password), got {users!r}"
-            )
+        self._users = Users(users)
         if (
             not isinstance(realm, str)
             or not realm.isprintable()
@@ -471,21 +418,13 @@ class AcceptHttpTunnel(Filter):
             raise TypeError(
                 f"otherwise must be a layout name or a function building one, got {otherwise!r}"
             )
-        self._auth = users is not None
         self._challenge = ("Proxy-Authenticate", f'Basic realm="{realm}"')
-        self.timeout = _positive_seconds("timeout", timeout)
+        super().__init__(timeout)  # (its _sub is the tunnel)
         self._otherwise = otherwise
         self._parser: RequestParser | None = None
         self._received: list[bytes] | None = None  # kept for ``otherwise``
         self._head: RequestHead | None = None
-        self._sub: Pipeline | None = None  # the tunnel
         self._other: Pipeline | None = None  # ``otherwise``
-        self._relaying = False  # the 200 is out: events pass straight on
-        self._replied: bool | None = None  # None: not yet; else whether it was 200
-        self._outcome: tuple[BaseException | None] | None = None
-        self._lock = trio.Lock()
-        self._ended = False
-        self._timer: trio.CancelScope | None = None
 
     # From the client -----------------------------------------------------------------
 
@@ -513,7 +452,7 @@ class AcceptHttpTunnel(Filter):
         parser = self._parser
         if parser is None:
             parser = self._parser = RequestParser()
-            self._timer = _timer(self.pipeline, self.timeout, self._expired, "CONNECT request")
+            self._timer = start_timer(self.pipeline, self.timeout, self._expired, "CONNECT request")
             if self._otherwise is not None:
                 self._received = []
         if self._received is not None:
@@ -540,10 +479,6 @@ class AcceptHttpTunnel(Filter):
             elif item:
                 await self._refuse(400, "a CONNECT request with a body", warn=True)
                 return
-
-    @property
-    def _peer(self) -> str:
-        return _peer(self.pipeline.context)
 
     async def _not_connect(self, head: RequestHead) -> None:
         if self._otherwise is None:
@@ -574,9 +509,9 @@ class AcceptHttpTunnel(Filter):
         target = format_address(host, port)
         ctx = self.pipeline.context
         user: str | None = None
-        if self._auth:
+        if self._users.required:
             credentials = basic_credentials(head.headers.get("proxy-authorization"))
-            ok = credentials is not None and await self._authenticate(*credentials)
+            ok = credentials is not None and await self._users.check(ctx, *credentials)
             if self._ended:
                 return
             if not ok:
@@ -599,59 +534,31 @@ class AcceptHttpTunnel(Filter):
         if not allowed:
             await self._refuse(403, f"tunnels to {target} are not allowed")
             return
-        child = ctx.child()
-        child.set(target=target, tunnel_request=head, proxy_user=user)
-        child.vars[CONNECT_WATCH] = self._watch
-        sub = self._sub = self.pipeline.sub(self.sub_layout, self._from_sub, context=child)
-        # The probe: connect connects on it and reports through _watch before this
-        # returns (unless a filter in between holds it: then the sub-pipeline's
-        # first output, or its end, decides).
-        await sub.input(Data(b""))
-        if not await self._reply():
-            await self._end()
-            return
-        self._relaying = True
+        await self._open(target=target, tunnel_request=head, proxy_user=user)
+
+    def _trailing(self) -> bytes:
         assert self._parser is not None
         trailing = self._parser.take_trailing()
         self._parser = None
-        if trailing:
-            await sub.input(Data(trailing))
+        return trailing
 
-    async def _authenticate(self, username: str, password: str) -> bool:
-        if self._users is not None:
-            return check_password(self._users, username, password)
-        assert self._check is not None
-        return bool(await self._check(self.pipeline.context, username, password))
-
-    def _watch(self, error: BaseException | None, bound: tuple[str, int] | None) -> None:
-        if self._outcome is None:
-            self._outcome = (error,)
-
-    async def _reply(self, failure: BaseException | None = None) -> bool:
-        """Send the answer (once): 200 unless the upstream connection failed;
-        whether it was 200."""
-        async with self._lock:
-            if self._replied is not None:
-                return self._replied
-            error = self._outcome[0] if self._outcome is not None else failure
-            if self._ended:
-                self._replied = False
-            elif error is None:
-                self._replied = True
-                await self.output(Data(_ESTABLISHED))
-            else:
-                self._replied = False
-                status = error_status(error)
-                log.info(
-                    "%s %r: %d %s: %s",
-                    self._peer,
-                    self._line,
-                    status,
-                    REASONS.get(status, "Error"),
-                    _text(error),
-                )
-                await self.output(Data(_answer(status, _text(error))))
-            return self._replied
+    async def _answer(
+        self, error: BaseException | None, bound: tuple[str, int] | None
+    ) -> tuple[bool, bytes]:
+        if self._ended:
+            return False, b""
+        if error is None:
+            return True, _ESTABLISHED
+        status = error_status(error)
+        log.info(
+            "%s %r: %d %s: %s",
+            self._peer,
+            self._line,
+            status,
+            REASONS.get(status, "Error"),
+            _text(error),
+        )
+        return False, _answer(status, _text(error))
 
     @property
     def _line(self) -> str:
@@ -659,22 +566,6 @@ class AcceptHttpTunnel(Filter):
         if head is None:
             return "-"
         return f"{head.method} {head.target[:200]} HTTP/{head.version}"
-
-    # From the sub-pipelines --------------------------------------------------------------
-
-    async def _from_sub(self, event: Event) -> None:
-        if self._replied:
-            await self.output(event)
-            return
-        if self._ended:
-            return
-        failure = event.error if type(event) is StreamEnd else None
-        if not await self._reply(failure):
-            await self._end()
-            return
-        if type(event) is Data and not event.data:
-            return  # the probe, come through a sub-pipeline that does not connect
-        await self.output(event)
 
     # Ends ------------------------------------------------------------------------------
 
@@ -696,31 +587,16 @@ class AcceptHttpTunnel(Filter):
         await self.output(Data(_answer(status, reason, headers)))
         await self._end()
 
-    async def _end(self, error: BaseException | None = None) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        if self._timer is not None:
-            self._timer.cancel()
-        try:
-            await self.output(StreamEnd(error))
-        finally:
-            if self._sub is not None:  # (may be the pipeline of the task running this)
-                self._sub.close()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
 
 # The client end -----------------------------------------------------------------------
 
 
-class ConnectHttpTunnel(Filter):
+class ConnectHttpTunnel(TunnelClient):
     """The stream through another proxy's ``CONNECT``; see the module docs."""
 
     name = "connect_http_tunnel"
-    joint = True
+    log = log
+    timer_name = "CONNECT answer"
 
     def __init__(
         self,
@@ -730,14 +606,7 @@ class ConnectHttpTunnel(Filter):
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._target: str | None = None
-        self._fn: Callable[..., Any] | None = None
-        if isinstance(target, str):
-            self._target = format_address(*parse_authority(target))
-        elif callable(target):
-            self._fn = as_async(target)
-        elif target is not None:
-            raise ValueError(f"target must be 'host:port', a function or None, got {target!r}")
+        self._init_target(target)
         if username is not None and (not isinstance(username, str) or ":" in username):
             raise ValueError(f"username must be a str without ':', got {username!r}")
         if password is not None and (not isinstance(password, str) or username is None):
@@ -752,82 +621,29 @@ class ConnectHttpTunnel(Filter):
         # A header that cannot be written is said at load time.
         request_head_bytes(RequestHead("CONNECT", "h:1", Headers(fields)))
         self._fields = fields
-        self.timeout = _positive_seconds("timeout", timeout)
-        #: The ``"host:port"`` asked for, once known.
-        self.target: str | None = None
+        self._init_state(timeout)
         self._parser: ResponseParser | None = None
-        self._sub: Pipeline | None = None
-        self._relaying = False
-        self._ended = False
         self._interim = False  # inside a 1xx answer
-        self._done: trio.Event | None = None
-        self._timer: trio.CancelScope | None = None
 
-    async def on_event(self, event: Event) -> None:
-        if self._relaying:
-            assert self._sub is not None
-            await self._sub.input(event)
-            return
-        if self._ended:
-            return
-        if self._done is None:
-            self._done = trio.Event()
-            await self._start()
-        await self._done.wait()  # the proxy has answered (the backpressure meanwhile)
-        if self._relaying:
-            assert self._sub is not None
-            await self._sub.input(event)
+    def _parse_target(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected 'host:port', got {value!r}")
+        return format_address(*parse_authority(value))
 
-    async def _start(self) -> None:
-        ctx = self.pipeline.context
-        try:
-            target = self._target
-            if target is None:
-                value = await self._fn(ctx) if self._fn is not None else ctx.get("target")
-                if value is None:
-                    raise ValueError("no target: give connect_http_tunnel one, or set ctx.target")
-                if not isinstance(value, str):
-                    raise ValueError(f"expected 'host:port', got {value!r}")
-                target = format_address(*parse_authority(value))
-        except Exception as exc:
-            error = PipelineError(
-                f"connect_http_tunnel: no usable target: {type(exc).__name__}: {exc}"
-            )
-            log.warning("%s", error)
-            await self._fail(error, logged=True)
-            return
-        self.target = target
+    def _request(self, target: str) -> tuple[str, bytes]:
         request = RequestHead("CONNECT", target, Headers([("Host", target), *self._fields]))
         parser = self._parser = ResponseParser()
         parser.expect("CONNECT")
-        child = ctx.child()
-        child.vars[CONNECT_WATCH] = None  # the link to the proxy is not the upstream
-        self._sub = self.pipeline.sub(self.sub_layout, self._from_sub, context=child)
-        self._timer = _timer(self.pipeline, self.timeout, self._expired, "CONNECT answer")
-        await self._sub.input(Data(request_head_bytes(request)))
+        return target, request_head_bytes(request)
 
-    async def _from_sub(self, event: Event) -> None:
-        if self._relaying:
-            await self.output(event)
-            return
-        if self._ended:
-            return
-        kind = type(event)
-        if kind is StreamEnd:
-            error = event.error  # type: ignore[union-attr]
-            if error is None:
-                await self._fail(
-                    HttpTunnelError("the proxy closed the connection before answering", self.target)
-                )
-            else:
-                await self._fail(error, logged=True)  # connect said why, once
-            return
-        if kind is not Data:
-            return
+    def _closed_early(self) -> BaseException:
+        return HttpTunnelError("the proxy closed the connection before answering", self.target)
+
+    async def _answered(self, data: bytes) -> None:
         parser = self._parser
         assert parser is not None
         try:
-            items = parser.feed(event.data)  # type: ignore[union-attr]
+            items = parser.feed(data)
         except ProtocolError as exc:
             await self._fail(
                 HttpTunnelError(f"not an HTTP answer to CONNECT: {exc.message}", self.target)
@@ -850,24 +666,10 @@ class ConnectHttpTunnel(Filter):
                 if self._interim:
                     self._interim = False
                     continue
-                await self._through(parser.take_trailing())
+                trailing = parser.take_trailing()
+                self._parser = None
+                await self._through(None, trailing)
                 return
-
-    async def _through(self, trailing: bytes) -> None:
-        """The proxy said 2xx: relay from now on."""
-        if self._timer is not None:
-            self._timer.cancel()
-        ctx = self.pipeline.context
-        ctx.set(upstream=self.target)
-        watch = ctx.get(CONNECT_WATCH)
-        if watch is not None:
-            watch(None, None)
-        self._relaying = True
-        self._parser = None
-        assert self._done is not None
-        self._done.set()
-        if trailing:
-            await self.output(Data(trailing))
 
     async def _expired(self) -> None:
         await self._fail(
@@ -875,29 +677,6 @@ class ConnectHttpTunnel(Filter):
                 f"no answer to CONNECT {self.target} after {self.timeout:g}s", self.target
             )
         )
-
-    async def _fail(self, error: BaseException, logged: bool = False) -> None:
-        if self._ended or self._relaying:
-            return
-        self._ended = True
-        if not logged:
-            log.warning("connect_http_tunnel to %s failed: %s", self.target, error)
-        if self._timer is not None:
-            self._timer.cancel()
-        watch = self.pipeline.context.get(CONNECT_WATCH)
-        if watch is not None:
-            watch(error, None)
-        if self._done is not None:
-            self._done.set()
-        try:
-            await self.output(StreamEnd(error))
-        finally:
-            if self._sub is not None:  # (may be the pipeline of the task running this)
-                self._sub.close()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
 
 
 @hookimpl

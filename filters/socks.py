@@ -102,20 +102,15 @@ the server's sub-pipeline answers in place of a real upstream::
 from __future__ import annotations
 
 import errno
-import hmac
 import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import trio
-
-from pipeline.context import Context
-from pipeline.errors import ConnectRefused, ConnectTimeout, PipelineError, UpstreamError
+from pipeline.errors import ConnectRefused, ConnectTimeout, UpstreamError
 from pipeline.events import Data, Event, StreamEnd
 from pipeline.filter import Filter
 from pipeline.hookspecs import hookimpl
-from pipeline.live import Pipeline
 from protocols.socks5 import (
     COMMAND_NOT_SUPPORTED,
     CONNECTION_NOT_ALLOWED,
@@ -137,8 +132,8 @@ from protocols.socks5 import (
 )
 
 from ._callback import as_async
+from ._tunnel import TunnelClient, TunnelServer, Users, start_timer
 from .balance import parse_target
-from .connect import CONNECT_WATCH
 
 __all__ = ["AcceptSocks", "ConnectSocks", "SocksError", "reply_for"]
 
@@ -184,43 +179,15 @@ def reply_for(error: BaseException | None) -> int:
     return GENERAL_FAILURE
 
 
-def _positive_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _peer(ctx: Context) -> str:
-    if ctx.remote is None:
-        return "?"
-    host, port = ctx.remote
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _timer(
-    pipeline: Pipeline, seconds: float, expired: Callable[[], Any], name: str
-) -> trio.CancelScope:
-    """Call ``expired()`` (async) after ``seconds`` unless the scope returned is
-    cancelled first."""
-    scope = trio.CancelScope()
-
-    async def run() -> None:
-        with scope:
-            await trio.sleep(seconds)
-            await expired()
-
-    pipeline.start_task(run, name=name)
-    return scope
-
-
 # The server end ------------------------------------------------------------------
 
 
-class AcceptSocks(Filter):
+class AcceptSocks(TunnelServer):
     """A SOCKS5 server in front of the sub-pipeline; see the module docs."""
 
     name = "accept_socks"
-    joint = True
+    log = log
+    unknown_peer = "?"
 
     def __init__(
         self,
@@ -228,34 +195,13 @@ class AcceptSocks(Filter):
         allow: Callable[..., Any] | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._users: Mapping[str, str] | None = None
-        self._check: Callable[..., Any] | None = None
-        if users is None:
-            pass
-        elif isinstance(users, Mapping):
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
-                raise ValueError("users must map usernames (str) to passwords (str)")
-            self._users = users
-        elif callable(users):
-            self._check = as_async(users)
-        else:
-            raise ValueError(
-                f"users must be a dict or a function (ctx, username, password), got {users!r}"
-            )
+        self._users = Users(users)
         if allow is not None and not callable(allow):
             raise ValueError(f"allow must be a function (ctx, request), got {allow!r}")
         self._allow = as_async(allow) if allow is not None else None
-        self.timeout = _positive_seconds("timeout", timeout)
-        self._auth = users is not None
+        super().__init__(timeout)
         self._hs: ServerHandshake | None = None
         self._user: str | None = None
-        self._sub: Pipeline | None = None
-        self._relaying = False  # the success reply is out: events pass straight on
-        self._replied: bool | None = None  # None: not yet; else whether it succeeded
-        self._outcome: tuple[BaseException | None, tuple[str, int] | None] | None = None
-        self._lock = trio.Lock()
-        self._ended = False
-        self._timer: trio.CancelScope | None = None
 
     # From the client -----------------------------------------------------------
 
@@ -276,8 +222,9 @@ class AcceptSocks(Filter):
             return
         hs = self._hs
         if hs is None:
-            hs = self._hs = ServerHandshake((USERNAME_PASSWORD,) if self._auth else (NO_AUTH,))
-            self._timer = _timer(self.pipeline, self.timeout, self._expired, "SOCKS handshake")
+            methods = (USERNAME_PASSWORD,) if self._users.required else (NO_AUTH,)
+            hs = self._hs = ServerHandshake(methods)
+            self._timer = start_timer(self.pipeline, self.timeout, self._expired, "SOCKS handshake")
         try:
             found = hs.receive(event.data)  # type: ignore[union-attr]
         except NoAcceptableMethod as exc:
@@ -290,7 +237,9 @@ class AcceptSocks(Filter):
         while found:
             message = found[0]
             if isinstance(message, UserPass):
-                ok = await self._authenticate(message)
+                ok = await self._users.check(
+                    self.pipeline.context, message.username, message.password
+                )
                 if self._ended:
                     return
                 hs.accept_credentials(ok)
@@ -311,22 +260,6 @@ class AcceptSocks(Filter):
                 await self._request(message)
                 return
 
-    @property
-    def _peer(self) -> str:
-        return _peer(self.pipeline.context)
-
-    async def _authenticate(self, credentials: UserPass) -> bool:
-        if self._users is not None:
-            expected = self._users.get(credentials.username)
-            return expected is not None and hmac.compare_digest(
-                expected.encode("utf-8", "surrogateescape"),
-                credentials.password.encode("utf-8", "surrogateescape"),
-            )
-        assert self._check is not None
-        return bool(
-            await self._check(self.pipeline.context, credentials.username, credentials.password)
-        )
-
     async def _request(self, request: Request) -> None:
         hs = self._hs
         assert hs is not None
@@ -345,70 +278,31 @@ class AcceptSocks(Filter):
             return
         if self._ended:
             return
-        child = ctx.child()
-        child.set(target=request.target, socks_request=request, socks_user=self._user)
-        child.vars[CONNECT_WATCH] = self._watch
-        sub = self._sub = self.pipeline.sub(self.sub_layout, self._from_sub, context=child)
-        # The probe: connect connects on it, and reports through _watch before
-        # this returns (unless something between holds it: then the first output
-        # of the sub-pipeline, or its end, decides).
-        await sub.input(Data(b""))
-        if not await self._reply():
-            await self._end()
-            return
-        self._relaying = True
-        trailing = hs.trailing
-        if trailing:
-            await sub.input(Data(trailing))
+        await self._open(target=request.target, socks_request=request, socks_user=self._user)
 
-    def _watch(self, error: BaseException | None, bound: tuple[str, int] | None) -> None:
-        if self._outcome is None:
-            self._outcome = (error, bound)
+    def _trailing(self) -> bytes:
+        assert self._hs is not None
+        return self._hs.trailing
 
-    async def _reply(self, failure: BaseException | None = None) -> bool:
-        """Send the reply (once): success unless the upstream connection failed;
-        whether it was a success."""
-        async with self._lock:
-            if self._replied is not None:
-                return self._replied
-            hs = self._hs
-            assert hs is not None
-            outcome = self._outcome
-            error = outcome[0] if outcome is not None else failure
-            if error is not None:
-                code = reply_for(error)
-                log.debug("%s: SOCKS reply 0x%02x: %s", self._peer, code, error)
-                hs.reply(code)
-                self._replied = False
-            else:
-                bound = outcome[1] if outcome is not None else None
-                host, port = bound if bound is not None else ("0.0.0.0", 0)
-                hs.reply(SUCCEEDED, host, port)
-                self._replied = True
-            await self._flush()
-            return self._replied
+    async def _answer(
+        self, error: BaseException | None, bound: tuple[str, int] | None
+    ) -> tuple[bool, bytes]:
+        hs = self._hs
+        assert hs is not None
+        if error is not None:
+            code = reply_for(error)
+            log.debug("%s: SOCKS reply 0x%02x: %s", self._peer, code, error)
+            hs.reply(code)
+            return False, hs.data_to_send()
+        host, port = bound if bound is not None else ("0.0.0.0", 0)
+        hs.reply(SUCCEEDED, host, port)
+        return True, hs.data_to_send()
 
     async def _flush(self) -> None:
         assert self._hs is not None
         out = self._hs.data_to_send()
         if out and not self._ended:  # (a timeout may have ended it during a callback)
             await self.output(Data(out))
-
-    # From the sub-pipeline -----------------------------------------------------
-
-    async def _from_sub(self, event: Event) -> None:
-        if self._replied:
-            await self.output(event)
-            return
-        if self._ended:
-            return
-        failure = event.error if type(event) is StreamEnd else None
-        if not await self._reply(failure):
-            await self._end()
-            return
-        if type(event) is Data and not event.data:
-            return  # the probe, come through a sub-pipeline that does not connect
-        await self.output(event)
 
     # Ends ----------------------------------------------------------------------
 
@@ -430,31 +324,16 @@ class AcceptSocks(Filter):
             await self._flush()  # (a ProtocolError's answer)
         await self._end(error)
 
-    async def _end(self, error: BaseException | None = None) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        if self._timer is not None:
-            self._timer.cancel()
-        try:
-            await self.output(StreamEnd(error))
-        finally:
-            if self._sub is not None:  # (may be the pipeline of the task running this)
-                self._sub.close()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
 
 # The client end ------------------------------------------------------------------
 
 
-class ConnectSocks(Filter):
+class ConnectSocks(TunnelClient):
     """The stream through a SOCKS5 server; see the module docs."""
 
     name = "connect_socks"
-    joint = True
+    log = log
+    timer_name = "SOCKS client handshake"
 
     def __init__(
         self,
@@ -463,14 +342,7 @@ class ConnectSocks(Filter):
         password: str | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self._target: tuple[str, int] | None = None
-        self._fn: Callable[..., Any] | None = None
-        if isinstance(target, str):
-            self._target = parse_target(target)
-        elif callable(target):
-            self._fn = as_async(target)
-        elif target is not None:
-            raise ValueError(f"target must be 'host:port', a function or None, got {target!r}")
+        self._init_target(target)
         if username is not None and not isinstance(username, str):
             raise ValueError(f"username must be a str, got {username!r}")
         if password is not None and (not isinstance(password, str) or username is None):
@@ -479,74 +351,25 @@ class ConnectSocks(Filter):
             ClientHandshake("localhost", 1, username, password)  # too long: said at load time
         self.username = username
         self.password = password
-        self.timeout = _positive_seconds("timeout", timeout)
-        #: The ``"host:port"`` asked for, once known.
-        self.target: str | None = None
+        self._init_state(timeout)
         self._hs: ClientHandshake | None = None
-        self._sub: Pipeline | None = None
-        self._relaying = False
-        self._ended = False
-        self._done: trio.Event | None = None
-        self._timer: trio.CancelScope | None = None
 
-    async def on_event(self, event: Event) -> None:
-        if self._relaying:
-            assert self._sub is not None
-            await self._sub.input(event)
-            return
-        if self._ended:
-            return
-        if self._done is None:
-            self._done = trio.Event()
-            await self._start()
-        await self._done.wait()  # the handshake is over (the backpressure meanwhile)
-        if self._relaying:
-            assert self._sub is not None
-            await self._sub.input(event)
+    def _parse_target(self, value: Any) -> tuple[str, int]:
+        return parse_target(value)
 
-    async def _start(self) -> None:
-        ctx = self.pipeline.context
-        try:
-            if self._target is not None:
-                host, port = self._target
-            else:
-                value = await self._fn(ctx) if self._fn is not None else ctx.get("target")
-                if value is None:
-                    raise ValueError("no target: give connect_socks one, or set ctx.target")
-                host, port = parse_target(value)
-            hs = self._hs = ClientHandshake(host, port, self.username, self.password)
-        except Exception as exc:
-            error = PipelineError(f"connect_socks: no usable target: {type(exc).__name__}: {exc}")
-            log.warning("%s", error)
-            await self._fail(error, logged=True)
-            return
-        self.target = hs.request.target
-        child = ctx.child()
-        child.vars[CONNECT_WATCH] = None  # the link to the SOCKS server is not the upstream
-        self._sub = self.pipeline.sub(self.sub_layout, self._from_sub, context=child)
-        self._timer = _timer(self.pipeline, self.timeout, self._expired, "SOCKS client handshake")
-        await self._sub.input(Data(hs.start()))
+    def _request(self, target: tuple[str, int]) -> tuple[str, bytes]:
+        host, port = target
+        hs = self._hs = ClientHandshake(host, port, self.username, self.password)
+        return hs.request.target, hs.start()
 
-    async def _from_sub(self, event: Event) -> None:
-        if self._relaying:
-            await self.output(event)
-            return
-        if self._ended:
-            return
+    def _closed_early(self) -> BaseException:
+        return SocksError("the SOCKS server closed during the handshake", self.target)
+
+    async def _answered(self, data: bytes) -> None:
         hs = self._hs
         assert hs is not None and self._sub is not None
-        if type(event) is StreamEnd:
-            error = event.error
-            if error is None:
-                error = SocksError("the SOCKS server closed during the handshake", self.target)
-                await self._fail(error)
-            else:
-                await self._fail(error, logged=True)  # connect said why, once
-            return
-        if type(event) is not Data:
-            return
         try:
-            answer = hs.receive(event.data)
+            answer = hs.receive(data)
         except Refused as exc:
             await self._fail(SocksError(str(exc), self.target, exc.reply))
             return
@@ -556,19 +379,10 @@ class ConnectSocks(Filter):
         if answer:
             await self._sub.input(Data(answer))
         if hs.done:
-            if self._timer is not None:
-                self._timer.cancel()
-            ctx = self.pipeline.context
-            ctx.set(upstream=self.target)
-            watch = ctx.get(CONNECT_WATCH)
-            if watch is not None:
-                reply = hs.reply
-                watch(None, (reply.host, reply.port) if reply is not None else None)
-            self._relaying = True
-            assert self._done is not None
-            self._done.set()
-            if hs.trailing:
-                await self.output(Data(hs.trailing))
+            reply = hs.reply
+            await self._through(
+                (reply.host, reply.port) if reply is not None else None, hs.trailing
+            )
 
     async def _expired(self) -> None:
         await self._fail(
@@ -576,29 +390,6 @@ class ConnectSocks(Filter):
                 f"SOCKS handshake for {self.target} not done after {self.timeout:g}s", self.target
             )
         )
-
-    async def _fail(self, error: BaseException, logged: bool = False) -> None:
-        if self._ended or self._relaying:
-            return
-        self._ended = True
-        if not logged:
-            log.warning("connect_socks to %s failed: %s", self.target, error)
-        if self._timer is not None:
-            self._timer.cancel()
-        watch = self.pipeline.context.get(CONNECT_WATCH)
-        if watch is not None:
-            watch(error, None)
-        if self._done is not None:
-            self._done.set()
-        try:
-            await self.output(StreamEnd(error))
-        finally:
-            if self._sub is not None:  # (may be the pipeline of the task running this)
-                self._sub.close()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
 
 
 @hookimpl

@@ -14,6 +14,8 @@ request by the ``BALANCE`` algorithm, over pooled keep-alive connections
   The checks start with the server and stop with it.
 * When every upstream is down, the one that failed least recently is still tried;
   when nothing answers the client gets ``502 Bad Gateway`` (``504`` on a timeout).
+* WebSocket upgrades pass through as a raw relay, each on an upstream
+  connection of its own (see "WebSocket through the reverse proxy" in docs/http.md).
 * ``STICKY_COOKIE`` enables sticky sessions: a response to a client without the
   cookie sets it (``Set-Cookie: NAME=token; Path=/; HttpOnly``, the token naming
   the upstream opaquely); requests carrying it go to that upstream while it is up.

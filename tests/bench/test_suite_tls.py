@@ -8,16 +8,14 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bench import common, run, suite_tls
-from tests.helpers import ROOT
+from tests.bench.helpers import assert_replaces_only_its_section, needs_openssl, threaded_server
 
 # wrk 4.1.0 -t1 -c50 -d1s --latency -H 'Connection: close' https://..., nginx 1.22.1.
 WRK_HTTPS_CLOSE = """\
@@ -35,8 +33,6 @@ Running 1s test @ https://127.0.0.1:18443/
 Requests/sec:   1178.22
 Transfer/sec:    165.69KB
 """
-
-needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
 
 
 def test_parse_wrk_over_https_with_connection_close() -> None:
@@ -134,42 +130,22 @@ def test_the_certificate_is_ecdsa_p256_for_localhost(tmp_path: Path) -> None:
     assert "id-ecPublicKey" in text and "prime256v1" in text
 
 
-@contextmanager
-def tls_server(cert: suite_tls.Certificate, **options: Any) -> Iterator[int]:
-    """A TLS server in a thread answering every request with ``ok`` and closing;
+def tls_server(cert: suite_tls.Certificate, **options: Any) -> AbstractContextManager[int]:
+    """An HTTPS server on a loopback port answering ``ok`` to each request, with
     ``options`` set on its SSL context (``num_tickets``, ``maximum_version``)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(cert.cert), str(cert.key))
     for name, value in options.items():
         setattr(context, name, value)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                raw, _ = listener.accept()
-            except TimeoutError:
-                continue
-            try:
-                raw.settimeout(10)
-                with context.wrap_socket(raw, server_side=True) as tls:
-                    request = b""
-                    while b"\r\n\r\n" not in request:
-                        request += tls.recv(4096)
-                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            except (OSError, ssl.SSLError):
-                raw.close()
+    def handle(raw: socket.socket) -> None:
+        with context.wrap_socket(raw, server_side=True) as tls:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += tls.recv(4096)
+            tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
+    return threaded_server(handle)
 
 
 @needs_openssl
@@ -253,10 +229,4 @@ def test_render_tls_section(tmp_path: Path) -> None:
     assert "| trioxy / nginx | 0.34 |" in text and "| HAProxy / nginx | 0.88 |" in text
     assert "Target:" not in text  # no target: ratios only
     assert "nginx config" in text and "haproxy config" in text and 'return 200 "ok";' in text
-    path = tmp_path / "BENCHMARKS.md"
-    shutil.copy(ROOT / "BENCHMARKS.md", path)
-    before = path.read_text()
-    common.write_section(path, "tls", text)
-    after = path.read_text()
-    assert after.startswith(before.rstrip())  # the other sections kept as they were
-    assert "<!-- BEGIN SUITE tls -->\n## TLS termination" in after
+    assert_replaces_only_its_section(tmp_path, "tls", text)

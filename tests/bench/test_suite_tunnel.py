@@ -10,14 +10,12 @@ import shutil
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from bench import common, run, suite_l4, suite_tunnel
-from tests.helpers import ROOT
+from tests.bench.helpers import assert_replaces_only_its_section, needs_openssl, threaded_server
 
 # iperf3 3.12, `iperf3 -c 127.0.0.1 -p PORT -t 1 -J` to tunnel_client.py's FORWARD
 # listener, through tunnel_server.py to `iperf3 -s -1`.
@@ -163,8 +161,6 @@ Running 1s test @ http://127.0.0.1:42227/
 Requests/sec:   1041.61
 Transfer/sec:    146.48KB
 """
-
-needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
 
 
 def test_parse_iperf3_through_the_tunnel() -> None:
@@ -328,35 +324,10 @@ def test_certificates_make_a_mutual_tls_handshake(tmp_path: Path) -> None:
     assert (("commonName", "tunnel client"),) in peer["subject"]
 
 
-@contextmanager
-def echo_server() -> Iterator[int]:
-    """A TCP server in a thread echoing each connection's bytes until its end."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(10)
-                try:
-                    while data := conn.recv(65536):
-                        conn.sendall(data)
-                except OSError:
-                    pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
+def echo(conn: socket.socket) -> None:
+    """Echo the connection's bytes until its end."""
+    while data := conn.recv(65536):
+        conn.sendall(data)
 
 
 @needs_openssl
@@ -369,7 +340,7 @@ def test_the_tunnel_ends_start_and_carry_bytes(tmp_path: Path) -> None:
     taken: set[int] = set()
     certs = suite_tunnel.make_certificates(str(shutil.which("openssl")), tmp_path)
     try:
-        with echo_server() as backend:
+        with threaded_server(echo) as backend:
             direct, tunnel = suite_tunnel.start_contenders(reg, opts, backend, taken, certs, "test")
             assert (direct.name, direct.port, direct.procs) == ("direct", backend, [])
             assert (tunnel.name, tunnel.error, tunnel.skipped) == ("trioxy", None, None)
@@ -465,10 +436,4 @@ def test_render_tunnel_section(tmp_path: Path) -> None:
     assert "taskset -c 1 iperf3 -c 127.0.0.1 -p PORT -t 5 -P 4 -J" in text
     assert 'return 200 "ok";' in text
     assert "Target:" not in text  # no target: ratios only
-    path = tmp_path / "BENCHMARKS.md"
-    shutil.copy(ROOT / "BENCHMARKS.md", path)
-    before = path.read_text()
-    common.write_section(path, "tunnel", text)
-    after = path.read_text()
-    assert after.startswith(before.rstrip())  # the other sections kept as they were
-    assert "<!-- BEGIN SUITE tunnel -->\n## TLS tunnel" in after
+    assert_replaces_only_its_section(tmp_path, "tunnel", text)

@@ -384,3 +384,24 @@ async def test_a_response_head_that_cannot_be_written_is_a_500(
     assert resp.status_code == 500 and b"invalid response" in body
     assert out[-1] == StreamEnd()
     assert len(http_logs(caplog)) == 1
+
+
+async def test_response_decoder_relays_the_bytes_after_a_101() -> None:
+    # After a 101 the server's bytes are the new protocol's: they come out as
+    # the 101's body (the ones in the head's read too), and EOF ends it.
+    written: list[bytes] = []
+
+    def server(ctx: Any, data: bytes) -> bytes | None:
+        written.append(data)
+        if len(written) == 1:
+            return (
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nab"
+            )
+        return b"cd"
+
+    lay = layout(lambda p: p.encode_http_request().replace_data(server).decode_http_response())
+    head = RequestHead("GET", "/", Headers([("Host", "h"), ("Upgrade", "x")]))
+    out = await run_layout(lay, [MessageStart(head), MessageEnd(), Data(b"1"), StreamEnd()])
+    assert isinstance(out[0], MessageStart) and out[0].head.status == 101
+    assert join_data(out) == b"abcd"
+    assert out[-2:] == [MessageEnd(), StreamEnd()]

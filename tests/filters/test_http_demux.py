@@ -221,12 +221,22 @@ def test_is_registered() -> None:
     assert filter_registry()["demux_http"] is DemuxHttp
 
 
-async def test_an_upgrade_is_not_passed_on_and_http_goes_on() -> None:
+@pytest.mark.parametrize(
+    ("upgrade", "options"),
+    [("h2c", {}), ("websocket", {"websocket": None})],
+)
+async def test_an_upgrade_is_not_passed_on_and_http_goes_on(
+    upgrade: str, options: dict[str, Any]
+) -> None:
+    # Other upgrades than WebSocket, and WebSocket with websocket=None: the
+    # request is an ordinary one (the answer is not a 101).
     wire = (
-        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: "
+        + upgrade.encode()
+        + b"\r\n\r\n"
         b"GET /next HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
     )
-    out = await run_layout(server(), [wire])
+    out = await run_layout(server(**options), [wire])
     parsed = responses(join_data(out), ["GET", "GET"])
     assert [(s, b) for s, _, b in parsed] == [(200, b"/ws:"), (200, b"/next:")]
 

@@ -8,11 +8,9 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -39,10 +37,10 @@ from pipeline import (
     Proxy,
     StreamEnd,
 )
-from pipeline.runtime import Server, serve
 from pipeline.testing import join_data, open_pipeline, run_layout
-from tests.helpers import free_port, is_listening
+from tests.helpers import free_port
 from tests.tls_helpers import Certs, certs, s_server
+from tests.tunnel_helpers import backend, curl, daemon, exchange, read_all, serving, to_target, web
 
 __all__ = ["certs"]  # the fixture, used by name
 
@@ -348,65 +346,6 @@ async def test_connect_http_tunnel_target_and_timeout(
 # Over loopback -------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def serving(proxy: Proxy) -> AsyncIterator[Server]:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(serve, proxy.build(), grace_period=1.0, handle_signals=False)
-        )
-        try:
-            yield server
-        finally:
-            server.shutdown(immediate=True)
-
-
-@dataclass
-class Backend:
-    """A TCP server that sends ``banner`` at once, then (``eof_first``) shuts its
-    write side; it records everything the client sends until the client's
-    half-close, then answers ``b"got " + that`` (unless it already shut its side).
-    A lost half-close shows as a hang, a lost byte as a wrong answer."""
-
-    banner: bytes = b""
-    eof_first: bool = False
-    port: int = 0
-    received: list[bytes] = field(default_factory=list)
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            if self.banner:
-                await stream.send_all(self.banner)
-            if self.eof_first:
-                await stream.send_eof()
-            chunks = []
-            while data := await stream.receive_some(65536):
-                chunks.append(data)
-            self.received.append(b"".join(chunks))
-            if not self.eof_first:
-                await stream.send_all(b"got " + b"".join(chunks))
-
-
-@asynccontextmanager
-async def backend(banner: bytes = b"", eof_first: bool = False) -> AsyncIterator[Backend]:
-    b = Backend(banner, eof_first)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, b.handle, 0, host="127.0.0.1"))
-        b.port = listeners[0].socket.getsockname()[1]
-        yield b
-        nursery.cancel_scope.cancel()
-
-
-async def read_all(stream: trio.SocketStream) -> bytes:
-    chunks = []
-    while data := await stream.receive_some(65536):
-        chunks.append(data)
-    return b"".join(chunks)
-
-
-def to_target(p: Any) -> None:
-    p.connect(lambda ctx: ctx.target, connect_timeout=5)
-
-
 async def test_reply_after_connect_early_data_and_half_close_both_ways() -> None:
     proxy = Proxy()
     proxy.listen("127.0.0.1:0").accept_http_tunnel(allow="127.0.0.1:*").to(to_target)
@@ -433,24 +372,6 @@ async def test_reply_after_connect_early_data_and_half_close_both_ways() -> None
     assert b.received == [b"early data"]
     assert second == b"HTTP/1.1 200 Connection Established\r\n\r\nbye"
     assert early.received == [b"after your EOF"]
-
-
-async def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(
-        ["curl", "-sS", "--max-time", "10", *args],
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
-
-
-def web(proxy: Proxy, address: str) -> None:
-    """A listener answering every HTTP request with ``hello from <its address>``."""
-    (
-        proxy.listen(address)
-        .demux_http()
-        .to(lambda p: p.serve_http(lambda ctx, req: f"hello from {ctx.local[0]}\n"))
-    )
 
 
 @needs_curl
@@ -543,16 +464,9 @@ async def test_connect_http_tunnel_to_accept_http_tunnel(caplog: pytest.LogCaptu
                     .to(lambda p: p.connect(link))
                 )
             async with serving(near) as near_server:
-                answers = []
-                for port in near_server.ports:
-                    with trio.fail_after(10):
-                        async with await trio.open_tcp_stream("127.0.0.1", port) as s:
-                            await s.send_all(b"through two proxies")
-                            await s.send_eof()
-                            try:
-                                answers.append(await read_all(s))
-                            except trio.BrokenResourceError:
-                                answers.append(b"<reset>")
+                answers = [
+                    await exchange(port, b"through two proxies") for port in near_server.ports
+                ]
     # Refusals end the stream with an error: the connection closes, no bytes.
     assert answers[0] == b"got through two proxies"
     assert answers[1] in (b"", b"<reset>") and answers[2] in (b"", b"<reset>")
@@ -600,28 +514,8 @@ async def tinyproxy(tmp_path: Path) -> AsyncIterator[int]:
         f"Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\n"
         "MaxClients 10\nTimeout 30\nLogLevel Info\nBasicAuth ann secret\n"
     )
-    log = (tmp_path / "tinyproxy.log").open("wb")
-    process = await trio.lowlevel.open_process(
-        [TINYPROXY, "-d", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-    )
-    try:
-        with trio.fail_after(10):
-            while not is_listening(port):
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"tinyproxy exited with {process.returncode}:\n"
-                        + (tmp_path / "tinyproxy.log").read_text()
-                    )
-                await trio.sleep(0.05)
+    async with daemon([TINYPROXY, "-d", "-c", str(conf)], port, tmp_path / "tinyproxy.log"):
         yield port
-    finally:
-        process.terminate()
-        with trio.move_on_after(5) as waited:
-            await process.wait()
-        if waited.cancelled_caught:
-            process.kill()
-            await process.wait()
-        log.close()
 
 
 async def echo(stream: trio.SocketStream) -> None:

@@ -5,13 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
-import subprocess
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +27,6 @@ from pipeline import (
     Proxy,
     StreamEnd,
 )
-from pipeline.runtime import Server, serve
 from pipeline.testing import join_data, open_pipeline, run_layout
 from protocols.socks5 import (
     COMMAND_NOT_SUPPORTED,
@@ -50,7 +45,8 @@ from protocols.socks5 import (
     UserPass,
     encode,
 )
-from tests.helpers import free_port, is_listening
+from tests.helpers import free_port
+from tests.tunnel_helpers import backend, curl, daemon, exchange, serving, to_target, web
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "tunnels.md"
 
@@ -216,52 +212,6 @@ async def test_connect_socks_takes_the_target_from_the_context() -> None:
 # Over loopback -------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def serving(proxy: Proxy) -> AsyncIterator[Server]:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(serve, proxy.build(), grace_period=1.0, handle_signals=False)
-        )
-        try:
-            yield server
-        finally:
-            server.shutdown(immediate=True)
-
-
-@dataclass
-class Backend:
-    """A TCP server that records each connection's bytes and peer, sends ``banner``
-    at once, and answers ``b"got " + everything`` only after the client's
-    half-close (a lost half-close shows as a hang, a lost byte as a wrong answer)."""
-
-    banner: bytes = b""
-    port: int = 0
-    received: list[bytes] = field(default_factory=list)
-    peers: list[tuple[str, int]] = field(default_factory=list)
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            peer = stream.socket.getpeername()
-            self.peers.append((peer[0], peer[1]))
-            if self.banner:
-                await stream.send_all(self.banner)
-            chunks = []
-            while data := await stream.receive_some(65536):
-                chunks.append(data)
-            self.received.append(b"".join(chunks))
-            await stream.send_all(b"got " + b"".join(chunks))
-
-
-@asynccontextmanager
-async def backend(banner: bytes = b"", host: str = "127.0.0.1") -> AsyncIterator[Backend]:
-    b = Backend(banner)
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, b.handle, 0, host=host))
-        b.port = listeners[0].socket.getsockname()[1]
-        yield b
-        nursery.cancel_scope.cancel()
-
-
 async def socks_exchange(
     port: int, target: tuple[str, int], payload: bytes, **credentials: str
 ) -> tuple[Any, bytes]:
@@ -282,10 +232,6 @@ async def socks_exchange(
             while data := await stream.receive_some(65536):
                 chunks.append(data)
     return client.reply, b"".join(chunks)
-
-
-def to_target(p: Any) -> None:
-    p.connect(lambda ctx: ctx.target, connect_timeout=5)
 
 
 async def test_reply_after_connect_with_bound_address_early_data_and_half_close() -> None:
@@ -363,24 +309,6 @@ async def test_connect_socks_refusals_end_the_stream(caplog: pytest.LogCaptureFi
 
 
 # With curl -----------------------------------------------------------------------------
-
-
-async def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(
-        ["curl", "-sS", "--max-time", "10", *args],
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
-
-
-def web(proxy: Proxy, address: str) -> None:
-    """A listener answering every HTTP request with ``hello from <its address>``."""
-    (
-        proxy.listen(address)
-        .demux_http()
-        .to(lambda p: p.serve_http(lambda ctx, req: f"hello from {ctx.local[0]}\n"))
-    )
 
 
 async def test_curl_through_accept_socks() -> None:
@@ -479,32 +407,9 @@ async def dante(tmp_path: Path) -> AsyncIterator[int]:
         "client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }\n"
         "socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect }\n"
     )
-    log = (tmp_path / "danted.log").open("wb")
     argv = [DANTED, "-f", str(conf), "-p", str(tmp_path / "danted.pid"), "-N", "1"]
-    process = await trio.lowlevel.open_process(
-        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-    )
-    try:
-        with trio.fail_after(10):
-            while not is_listening(port):
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"danted exited with {process.returncode}:\n"
-                        + (tmp_path / "danted.log").read_text()
-                    )
-                await trio.sleep(0.05)
+    async with daemon(argv, port, tmp_path / "danted.log", group=True):
         yield port
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        with trio.move_on_after(5) as waited:
-            await process.wait()
-        if waited.cancelled_caught:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-        log.close()
 
 
 @pytest.mark.skipif(not os.path.exists(DANTED), reason="Dante (dante-server) is not installed")
@@ -518,19 +423,7 @@ async def test_connect_socks_through_dante(tmp_path: Path) -> None:
                 .to(lambda p: p.connect(f"127.0.0.1:{socks_port}"))
             )
         async with serving(proxy) as server:
-            answers = []
-            for port in server.ports:
-                with trio.fail_after(10):
-                    async with await trio.open_tcp_stream("127.0.0.1", port) as s:
-                        await s.send_all(b"via dante")
-                        await s.send_eof()
-                        chunks = []
-                        try:
-                            while data := await s.receive_some(65536):
-                                chunks.append(data)
-                        except trio.BrokenResourceError:
-                            chunks.append(b"<reset>")
-                        answers.append(b"".join(chunks))
+            answers = [await exchange(port, b"via dante") for port in server.ports]
     # IPv4 and a domain name Dante resolves; half-close passes both ways. A
     # refused target closes the stream (StreamEnd(error): no bytes).
     assert answers[:2] == [b"got via dante"] * 2 and b.received == [b"via dante"] * 2

@@ -401,7 +401,11 @@ def known_divergence(data: bytes) -> bool:
     """Whether ``data`` contains a construct listed as a divergence where h11 is the
     stricter one (we accept what it refuses)."""
     return (
-        data.startswith((b"\r\n", b"\n"))  # 7: empty lines before the request line
+        data.startswith((b"\r\n", b"\n"))  # 7: empty lines before the request line,
+        # 7 again: ... of a next request, after a head that ended the message (an
+        # approximation: the empty line may also be the start of a body, which both
+        # parsers then read the same way, so it hides no other divergence)
+        or re.search(rb"\n\r?\n\r?\n", data) is not None
         or re.search(rb"\n[0-9a-fA-F]+[ \t]+;", data) is not None  # 9: BWS before ;
     )
 
@@ -418,6 +422,7 @@ def h11_refuses_ours_too(data: bytes) -> None:
 @DIFF
 @given(request_bytes(), edits)
 @example(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", [(14, 0, b"\n")])
+@example(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", [(27, 0, b"\r\n")])  # 7, between requests
 def test_mutated_requests_refused_where_h11_refuses(data: bytes, changes: list) -> None:
     h11_refuses_ours_too(mutate(data, changes))
 
