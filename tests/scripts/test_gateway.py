@@ -191,7 +191,11 @@ def test_trioxy_check_prints_the_graph_and_no_urls() -> None:
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_run_starts_the_gateway() -> None:
     result = subprocess.run(
-        ["make", "--dry-run", "run"], capture_output=True, text=True, cwd=ROOT, timeout=60
+        ["make", "--no-print-directory", "--dry-run", "run"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == ".venv/bin/trioxy run scripts/gateway.py"
