@@ -92,9 +92,11 @@ class FilterSpec:
         return f
 
     def describe(self) -> str:
-        """``name(arg, key=value)`` as the script wrote it, for graphs and logs."""
-        parts = [_short(a) for a in self.args]
-        parts += [f"{k}={_short(v)}" for k, v in self.kwargs.items()]
+        """``name(arg, key=value)`` as the script wrote it, for graphs and logs;
+        the values of secret parameters (:data:`SECRET_PARAMETERS`) show as ``***``."""
+        names = _positional_names(self.cls)
+        parts = [_short(a, names[i] if i < len(names) else "") for i, a in enumerate(self.args)]
+        parts += [f"{k}={_short(v, k)}" for k, v in self.kwargs.items()]
         return f"{self.name}({', '.join(parts)})"
 
 
@@ -334,11 +336,28 @@ def _signature(cls: type[Filter]) -> inspect.Signature:
     return sig
 
 
-def _short(value: Any) -> str:
+#: Parameters whose values ``trioxy check`` and logs never print (passwords and
+#: user tables given inline in a script); a function given instead shows its name.
+SECRET_PARAMETERS = frozenset({"password", "passwords", "users", "secret", "token", "passphrase"})
+
+
+def _positional_names(cls: type[Filter]) -> list[str]:
+    """The names of ``cls``'s parameters that positional arguments bind to."""
+    names = []
+    for param in _signature(cls).parameters.values():
+        if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            break
+        names.append(param.name)
+    return names
+
+
+def _short(value: Any, name: str = "") -> str:
+    if name in SECRET_PARAMETERS and value is not None and not callable(value):
+        return "***"
     if isinstance(value, LayoutRef):
         return repr(value.name) if value.name else "<sub-pipeline>"
     if callable(value) and hasattr(value, "__name__"):
-        name: str = value.__name__
-        return "<lambda>" if name == "<lambda>" else name
+        fn_name: str = value.__name__
+        return "<lambda>" if fn_name == "<lambda>" else fn_name
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -65,6 +65,22 @@ def test_check_prints_the_graph(tmp_path: Path) -> None:
     ]
 
 
+def test_check_does_not_print_inline_secrets(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text(
+        "from pipeline import Proxy\n"
+        "p = Proxy()\n"
+        "p.listen('127.0.0.1:9000').accept_socks(users={'alice': 's3cret-a'}).to('out')\n"
+        "p.pipeline('out').connect_socks('10.0.0.1:80', 'bob', 's3cret-b').to('up')\n"
+        "p.pipeline('up').connect('127.0.0.1:1080')\n"
+    )
+    result = cli("check", str(script))
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout
+    assert "accept_socks(***)" in result.stdout
+    assert "connect_socks('10.0.0.1:80', 'bob', ***" in result.stdout
+
+
 @pytest.mark.parametrize("command", ["check", "run"])
 def test_a_script_error_is_one_line_and_exit_2(tmp_path: Path, command: str) -> None:
     script = tmp_path / "bad.py"
