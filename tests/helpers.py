@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ __all__ = [
     "port_of",
     "run_trioxy",
     "socket_table",
+    "threaded_server",
     "wait_for_port",
     "wait_until",
 ]
@@ -253,3 +255,36 @@ def mosquitto(tmp_dir: str | os.PathLike[str] | None = None) -> Iterator[int]:
         yield port
     finally:
         proc.close()
+
+
+@contextmanager
+def threaded_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """A TCP server on a loopback port (yielded) running ``handle(conn)`` for each
+    connection in turn, in a thread, with a 10 s timeout on the connection; a
+    connection that fails (``OSError``, ``ssl.SSLError``) is closed and the next
+    one served. Stopped on the way out."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(10)
+                try:
+                    handle(conn)
+                except OSError:  # (ssl.SSLError is one)
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
