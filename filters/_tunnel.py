@@ -3,12 +3,13 @@ in :mod:`filters.http_tunnel`) share: the machinery of their joint filters.
 
 A server end (:class:`TunnelServer`) negotiates with the client, opens the
 sub-pipeline with a probe (an empty ``Data``) so that its ``connect`` connects
-and reports through :data:`filters.connect.CONNECT_WATCH`, answers once from that
-outcome, then relays. A client end (:class:`TunnelClient`) opens the
-sub-pipeline to the tunnel server on the stream's first event, sends its
-request, holds the stream's events until the answer (the backpressure), then
-relays. The protocol parts (what is sent, parsed and logged) stay in the
-subclasses; this module holds only what is the same to the letter.
+and reports through :data:`filters.connect.CONNECT_WATCH`, answers once from
+that outcome, then relays. A client end (:class:`TunnelClient`) opens the
+sub-pipeline to the tunnel server when its pipeline starts if its target is
+fixed (so a server that speaks first is heard), else on the stream's first
+event, sends its request, holds the stream's events until the answer (the
+backpressure), then relays. The protocol parts (what is sent, parsed and logged)
+stay in the subclasses; this module holds only what is the same to the letter.
 """
 
 from __future__ import annotations
@@ -228,7 +229,8 @@ class TunnelServer(_TunnelEnd):
 
 
 class TunnelClient(_TunnelEnd):
-    """The client end of a tunnel: on the stream's first event it opens the
+    """The client end of a tunnel: when its pipeline starts (a fixed target) or
+    on the stream's first event (a function, ``ctx.target``) it opens the
     sub-pipeline to the tunnel server with the subclass's request
     (:meth:`_request`), holds the stream until the subclass calls
     :meth:`_through` or :meth:`_fail`, then relays."""
@@ -273,6 +275,14 @@ class TunnelClient(_TunnelEnd):
     async def _answered(self, data: bytes) -> None:
         """Bytes from the tunnel server before its answer is complete."""
         raise NotImplementedError
+
+    def on_start(self) -> None:
+        """A fixed target: open the tunnel now, in a task (``on_event`` then waits
+        for its answer like any event before it), so that a server that speaks
+        first is heard without the client sending anything."""
+        if self._target is not None and self._done is None:
+            self._done = trio.Event()
+            self.pipeline.start_task(self._start, name=f"{self.name} open")
 
     async def on_event(self, event: Event) -> None:
         if self._relaying:

@@ -42,8 +42,13 @@ Arguments:
 ``read_buffer=65536``
     the largest chunk read from the server at once.
 
-Behaviour. The connection starts with the first input event. ``Data`` waits for
-it (that wait is the backpressure: nothing piles up) and is then sent; an input
+Behaviour. A fixed target (``"host:port"`` or a list) is dialed as soon as the
+stream's pipeline starts (when the client's connection is accepted, or when the
+sub-pipeline holding ``connect`` is opened), before any event, so a protocol
+whose server speaks first (SMTP, MySQL, an SSH banner) works; a function or a
+balancer is asked on the first input event instead, since it may depend on what
+the filters before ``connect`` found in it. ``Data`` waits for the connection
+(that wait is the backpressure: nothing piles up) and is then sent; an input
 ``StreamEnd`` half-closes the connection (``shutdown(SHUT_WR)``), so the server's
 reply still arrives. The server's EOF gives ``StreamEnd()``; a failure gives
 ``StreamEnd(error)`` with :class:`~pipeline.errors.ConnectRefused`,
@@ -234,6 +239,13 @@ class Connect(Filter):
         return None
 
     # Event mode ---------------------------------------------------------------
+
+    def on_start(self) -> None:
+        """A fixed target is dialed at once (a server that speaks first is heard);
+        a function or a balancer waits for the first event, which may set what
+        it reads in the context."""
+        if self._targets and self._ready is None:
+            self._start()
 
     async def on_event(self, event: Event) -> None:
         kind = type(event)

@@ -95,15 +95,16 @@ sends ``CONNECT target HTTP/1.1`` with ``Host`` (and ``Proxy-Authorization:
 Basic`` when ``username`` is given, and the extra ``headers``), waits for a 2xx
 and then relays the stream. ``target`` is ``"host:port"``, a function
 ``fn(ctx) -> "host:port"`` (plain or ``async def``) or ``None`` for
-``ctx.target``. Like ``connect``, it starts with the stream's first event, holds
-the stream's events until the proxy has answered (that is the backpressure),
-sets ``ctx.upstream`` to the target once through and reports to
-:data:`~filters.connect.CONNECT_WATCH` (so an ``accept_http_tunnel`` or
-``accept_socks`` in front replies after the far end did). A non-2xx answer ends
-the stream with ``StreamEnd(HttpTunnelError)`` (``.proxy_status`` holds the
-status, e.g. 407), an answer that is not HTTP or a closed connection with
-``StreamEnd(HttpTunnelError)`` too, no answer within ``timeout`` with
-``StreamEnd(ConnectTimeout)``; each is logged once.
+``ctx.target``. Like ``connect``, it starts as soon as its pipeline starts when
+``target`` is a ``"host:port"`` (so a protocol whose server speaks first works),
+else with the stream's first event; it holds the stream's events until the proxy
+has answered (that is the backpressure), sets ``ctx.upstream`` to the target
+once through and reports to :data:`~filters.connect.CONNECT_WATCH` (so an
+``accept_http_tunnel`` or ``accept_socks`` in front replies after the far end
+did). A non-2xx answer ends the stream with ``StreamEnd(HttpTunnelError)``
+(``.proxy_status`` holds the status, e.g. 407), an answer that is not HTTP or a
+closed connection with ``StreamEnd(HttpTunnelError)`` too, no answer within
+``timeout`` with ``StreamEnd(ConnectTimeout)``; each is logged once.
 
 Example (runnable): a tunnel client end talks to a tunnel server end in memory;
 the server's sub-pipeline answers in place of a real upstream::

@@ -68,13 +68,15 @@ is a SOCKS5 client: ``layout`` is the connection to the SOCKS server (normally
 ``fn(ctx) -> "host:port"`` (plain or ``async def``) or ``None`` for
 ``ctx.target``; a host name is sent as such (the SOCKS server resolves it).
 ``username``/``password`` enable RFC 1929 authentication. Like ``connect``, it
-starts with the stream's first event, holds the stream's events until the
-server has answered (that is the backpressure), sets ``ctx.upstream`` to the
-target once connected and reports to :data:`~filters.connect.CONNECT_WATCH`
-(so ``accept_socks`` in front of it replies after the far end did). A refusal
-ends the stream with ``StreamEnd(SocksError)`` (``.reply`` holds the server's
-code, ``None`` for authentication failures), a handshake longer than
-``timeout`` with ``StreamEnd(ConnectTimeout)``; both are logged once.
+starts as soon as its pipeline starts when ``target`` is a ``"host:port"`` (so a
+protocol whose server speaks first works), else with the stream's first event;
+it holds the stream's events until the server has answered (that is the
+backpressure), sets ``ctx.upstream`` to the target once connected and reports to
+:data:`~filters.connect.CONNECT_WATCH` (so ``accept_socks`` in front of it
+replies after the far end did). A refusal ends the stream with
+``StreamEnd(SocksError)`` (``.reply`` holds the server's code, ``None`` for
+authentication failures), a handshake longer than ``timeout`` with
+``StreamEnd(ConnectTimeout)``; both are logged once.
 
 Example (runnable): a SOCKS client end talks to a SOCKS server end in memory;
 the server's sub-pipeline answers in place of a real upstream::

@@ -12,7 +12,16 @@ script gave to the builder method. The builder also instantiates it once while t
 script loads, so a constructor that raises ``TypeError``, ``ValueError`` or
 :class:`~pipeline.errors.ConfigError` reports a script error at load time, with the
 script's file and line. Constructors therefore only store and check configuration;
-per-stream work starts on the first event.
+per-stream work starts on the first event, or in :meth:`Filter.on_start`.
+
+A filter may override the synchronous :meth:`Filter.on_start`, called once when
+the filter's pipeline starts, before any event, for work that must not wait for
+the first event (a fixed upstream is dialed at once, so a server that speaks first
+is heard). It may start tasks with :meth:`~pipeline.live.Pipeline.start_task`; it
+must not block or raise. The runtime starts a connection's pipeline when it
+accepts the connection (not when a lone ``connect`` relays it without events),
+and a sub-pipeline starts when it is opened; a filter that does not override the
+hook costs nothing for it.
 
 Class attributes describe the filter to the builder:
 
@@ -49,11 +58,25 @@ class Filter:
     name: ClassVar[str] = ""
     joint: ClassVar[bool] = False
     layout_params: ClassVar[tuple[str, ...]] = ()
+    #: Whether the class overrides :meth:`on_start` (set for every subclass), so
+    #: that a pipeline calls the hook only on the filters that have one.
+    starts: ClassVar[bool] = False
 
     # Set by the live pipeline when it wires the chain; never by the filter.
     output: Output
     pipeline: Pipeline
     spec: FilterSpec
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.starts = cls.on_start is not Filter.on_start
+
+    def on_start(self) -> None:
+        """Called once when the filter's pipeline starts, before any event, for
+        work that must not wait for the first event (a fixed upstream is dialed at
+        once, so a server that speaks first is heard). It may start tasks with
+        :meth:`~pipeline.live.Pipeline.start_task`; it must not block or raise.
+        The default does nothing."""
 
     async def on_event(self, event: Event) -> None:
         """Handle one event. The default passes it on unchanged."""

@@ -5,6 +5,14 @@ that each filter's ``output`` is the next filter's ``on_event`` and the last one
 is the pipeline's output callback. Feeding the pipeline is one await:
 ``await pipeline.input(event)``; there is no channel and no task between filters.
 
+Starting: :meth:`Pipeline.start` calls the :meth:`~pipeline.filter.Filter.on_start`
+hook of the filters that have one (a ``connect`` to a fixed target dials there),
+once. The constructor does not start: the runtime starts a connection's pipeline
+when it takes the event path (a lone ``connect`` relaying without events is never
+started), and :meth:`Pipeline.sub` starts the sub-pipeline it opens, so a
+sub-pipeline opened when it is needed (``accept_tls``'s, once the handshake is
+done) starts then.
+
 Lifetime: a pipeline runs its filters' tasks in a nursery it is given (the
 connection's, or a long-lived one for shared sessions), each inside a cancel scope
 it keeps. :meth:`Pipeline.close` cancels those tasks, closes the filters and every
@@ -128,6 +136,7 @@ class Pipeline:
     __slots__ = (
         "_children",
         "_scopes",
+        "_starting",
         "closed",
         "context",
         "filters",
@@ -155,10 +164,18 @@ class Pipeline:
         filters: list[Filter] = [spec.create() for spec in layout.specs]
         self.filters = filters
         following = output
+        starting: list[Filter] | None = None  # the filters with an on_start hook
         for f in reversed(filters):
             f.output = following
             f.pipeline = self
             following = f.on_event
+            if f.starts:
+                if starting is None:
+                    starting = []
+                starting.append(f)
+        if starting is not None:
+            starting.reverse()
+        self._starting = starting  # None once started (or nothing to start)
         self.input: Output = following
         if parent is not None:
             parent._children.add(self)
@@ -170,15 +187,30 @@ class Pipeline:
         context: Context | None = None,
         nursery: trio.Nursery | None = None,
     ) -> Pipeline:
-        """Open a sub-pipeline of ``layout`` whose output goes to ``output``.
+        """Open a sub-pipeline of ``layout`` whose output goes to ``output``, and
+        :meth:`start` it.
 
         It shares this pipeline's context unless ``context`` is given, runs its tasks
         in the same nursery unless ``nursery`` is given, and is closed with this
-        pipeline (or earlier, by its own :meth:`close`).
+        pipeline (or earlier, by its own :meth:`close`). Its filters' ``on_start``
+        hooks run before this returns, so the caller sets up what they may read
+        (the context's values) before opening it.
         """
-        return Pipeline(
+        sub = Pipeline(
             layout, context or self.context, nursery or self.nursery, output, parent=self
         )
+        sub.start()
+        return sub
+
+    def start(self) -> None:
+        """Call :meth:`~pipeline.filter.Filter.on_start` on the filters that have
+        one, in order. Only the first call does anything; a closed pipeline starts
+        nothing."""
+        starting, self._starting = self._starting, None
+        if starting is None or self.closed:
+            return
+        for f in starting:
+            f.on_start()
 
     def start_task(
         self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None

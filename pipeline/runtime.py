@@ -10,7 +10,10 @@ connections and runs one live pipeline per connection:
   on a timeout.
 * A listener whose layout is a single filter with a ``relay`` method (``connect``
   alone, as in an L4 proxy) skips the event path: the filter relays the two
-  sockets itself, with the kernel's zero-copy ``splice`` where it can.
+  sockets itself, with the kernel's zero-copy ``splice`` where it can. Any other
+  pipeline is started (:meth:`~pipeline.live.Pipeline.start`) as soon as the
+  connection is accepted, before its first byte is read: a ``connect`` to a fixed
+  target dials then, so a protocol whose server speaks first works.
 * ``max_connections`` bounds the streams served at once: the accept loop waits for
   a free slot before accepting, so excess connections wait in the kernel's backlog
   instead of being refused.
@@ -347,6 +350,9 @@ class Connection:
                         else:
                             if options.idle_timeout is not None:
                                 nursery.start_soon(self._watch_idle, options.idle_timeout)
+                            # Before the first read: a connect to a fixed target
+                            # dials now, so a server that speaks first is heard.
+                            pipeline.start()
                             await self._pump(pipeline, options.read_timeout)
                     finally:
                         pipeline.close()

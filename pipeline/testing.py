@@ -95,8 +95,9 @@ def join_data(events: Iterable[Event]) -> bytes:
 async def open_pipeline(
     layout: Layout | Builder, context: Context | None = None
 ) -> AsyncIterator[Harness]:
-    """A live pipeline of ``layout`` in a nursery; closed (and checked for leftover
-    tasks) when the block ends."""
+    """A live pipeline of ``layout`` in a nursery, started as the runtime starts a
+    connection's (a ``connect`` to a fixed target dials before the first input);
+    closed (and checked for leftover tasks) when the block ends."""
     if isinstance(layout, Builder):
         layout = layout.build({})
     async with trio.open_nursery() as nursery:
@@ -110,6 +111,7 @@ async def open_pipeline(
         )
         harness = Harness(pipeline)
         try:
+            pipeline.start()  # as the runtime does, before the first event
             yield harness
         finally:
             pipeline.close()

@@ -226,6 +226,7 @@ class UdpEndpoint:
                 async with trio.open_nursery() as nursery:
                     pipeline = Pipeline(self.spec.layout, peer.context, nursery, output)
                     try:
+                        pipeline.start()
                         await self._pump(peer, pipeline)
                     finally:
                         pipeline.close()

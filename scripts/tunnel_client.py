@@ -66,10 +66,8 @@ Environment variables (a bad value stops the script at load with one line
                      silent for three intervals is dropped and replaced. Use the
                      same value as the server end; default ``15``
 
-A limit to know: a ``FORWARD`` stream opens when its client sends its first
-bytes, so a protocol whose server speaks first (SMTP, MySQL) waits until the
-client says something; SOCKS clients have no such wait (their request opens
-the stream), nor do HTTP ``CONNECT`` clients.
+A ``FORWARD`` stream opens when its client connects, so a protocol whose server
+speaks first (SMTP, MySQL) works through it.
 """
 
 from __future__ import annotations

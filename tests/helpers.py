@@ -288,3 +288,14 @@ def threaded_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
         stop.set()
         thread.join()
         listener.close()
+
+
+def receive_exactly(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes from a blocking socket (fewer if it reaches EOF first)."""
+    out = b""
+    while len(out) < size:
+        chunk = sock.recv(size - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
