@@ -35,7 +35,9 @@ after the request's ``MessageEnd``, then its ``StreamEnd``; the ``101``'s body
 is what comes back, its end ends the connection); any other answer and the
 connection goes on as HTTP/1.1. ``websocket=None``: the request is an ordinary
 one (``mux_http`` strips ``Upgrade``), as every other upgrade (``h2c``...)
-always is. See "WebSocket through the reverse proxy" in docs/http.md.
+always is. To read the frames, put ``decode_websocket``/``encode_websocket``
+around ``mux_http`` in the request's layout (they pass HTTP messages through).
+See "WebSocket through the reverse proxy" in docs/http.md.
 
 Graceful shutdown (as nginx and HAProxy do it). When the server begins to shut
 down (:class:`pipeline.live.ShutdownNotice`), a connection does not keep the

@@ -42,6 +42,16 @@ an upgrade, a refusal, a head over 64 KiB) makes the decoder pass every byte
 through as it is for the rest of the stream: it is not a WebSocket. The
 encoder passes ``Data`` outside a message through as it is.
 
+Under ``demux_http`` (around ``mux_http``, one pair per direction), the events
+are HTTP messages, and they pass through both filters untouched: a request's
+body or a refusal's is never read as frames. The decoder facing the client
+decodes the ``Data`` after an upgrade request's ``MessageEnd``; the decoder
+facing the server, after a ``101`` head, outputs that head and its
+``MessageEnd`` at once, then the frames of the 101's body, and ends the stream
+when the 101 ends (the server's EOF). The encoder facing the client holds a
+101's ``MessageEnd`` and writes the frames as its body, which it ends before
+the stream's end. See "Inspecting frames" in docs/http.md.
+
 Errors. A frame that breaks RFC 6455 (a reserved opcode, an unmasked frame
 from a client or a masked one from a server, a control frame fragmented or over
 125 bytes, a continuation without a message, a close frame with a bad code),
@@ -104,6 +114,7 @@ from pipeline.errors import PipelineError
 from pipeline.events import Data, Event, MessageEnd, MessageStart, StreamEnd
 from pipeline.filter import Filter
 from pipeline.hookspecs import hookimpl
+from protocols.http import RequestHead, ResponseHead
 from protocols.websocket import (
     DEFAULT_MAX_FRAME_SIZE,
     Decoder,
@@ -126,7 +137,8 @@ _CLOSE = FrameHead(Opcode.CLOSE)
 _HANDSHAKE = 0  # reading an HTTP head, passed through once complete
 _FRAMES = 1
 _RAW = 2  # not a WebSocket: every byte passes as it is
-_FAILED = 3  # a protocol error ended the stream: nothing more passes
+_FAILED = 3  # the stream ended (a protocol error, a 101's end): nothing more passes
+_MESSAGE = 4  # inside an HTTP message (under demux_http/mux_http): passed as it is
 
 
 def _role(value: object) -> Literal["server", "client"]:
@@ -180,6 +192,7 @@ class DecodeWebSocket(Filter):
         self._mode = _HANDSHAKE if handshake else _FRAMES
         self._held = b""  # an incomplete handshake head
         self._decoder: Decoder | None = None
+        self._http_head: RequestHead | ResponseHead | None = None
 
     async def on_event(self, event: Event) -> None:
         kind = type(event)
@@ -187,7 +200,7 @@ class DecodeWebSocket(Filter):
             mode = self._mode
             if mode == _FRAMES:
                 await self._frames(event.data)  # type: ignore[union-attr]
-            elif mode == _RAW:
+            elif mode == _RAW or mode == _MESSAGE:
                 await self.output(event)
             elif mode == _HANDSHAKE:
                 await self._handshake(event.data)  # type: ignore[union-attr]
@@ -198,7 +211,46 @@ class DecodeWebSocket(Filter):
                 held, self._held = self._held, b""
                 await self.output(Data(held))
             await self.output(event)
-        # Message events in a byte stream carry nothing: dropped.
+        elif self._mode != _FAILED:
+            await self._http_message(event)
+
+    async def _http_message(self, event: Event) -> None:
+        """Message events: HTTP messages, under ``demux_http``/``mux_http``, pass
+        through; frames follow an upgrade request's end, or a ``101``'s head
+        (whose ``MessageEnd`` is passed at once: the frames are messages of
+        their own; the 101's end, the server's EOF, ends the stream). Any other
+        message event carries nothing in a byte stream: dropped."""
+        if type(event) is MessageEnd:
+            if self._mode == _FRAMES and self._http_head is not None:
+                # The 101's end: the server's EOF, which ends the WebSocket (the
+                # stream's own end, when it comes, has nothing left to say).
+                self._mode = _FAILED
+                await self.output(StreamEnd())
+                return
+            if self._mode == _MESSAGE:
+                await self.output(event)
+                head = self._http_head
+                if type(head) is RequestHead and self.role == "server":
+                    upgrade = head.method == "GET" and is_upgrade(head.headers)
+                    self._mode = _FRAMES if upgrade else _RAW
+                else:
+                    self._mode = _RAW
+            return
+        head = event.head  # type: ignore[union-attr]
+        if type(head) is not RequestHead and type(head) is not ResponseHead:
+            return
+        self._http_head = head
+        await self.output(event)
+        if (
+            type(head) is ResponseHead
+            and self.role == "client"
+            and head.status == 101
+            and is_upgrade(head.headers)
+        ):
+            await self.output(_END)
+            self._mode = _FRAMES
+        else:
+            self._mode = _MESSAGE
 
     async def _frames(self, data: bytes) -> None:
         decoder = self._decoder
@@ -298,15 +350,18 @@ class EncodeWebSocket(Filter):
         self._head: FrameHead | None = None
         self._chunks: list[bytes] = []
         self._closed = False  # a close frame was written
+        self._passing = False  # inside an HTTP message: passed as it is
+        self._switching = False  # that message is a 101: its end is held
+        self._held_end = False  # a 101's end, written when the stream ends
 
     async def on_event(self, event: Event) -> None:
         kind = type(event)
         if kind is MessageStart:
             head = event.head  # type: ignore[union-attr]
             if type(head) is not FrameHead:
-                raise PipelineError(
-                    f"encode_websocket: a message head must be a FrameHead, got {head!r}"
-                )
+                self._http_start(head)
+                await self.output(event)
+                return
             self._head = head
         elif kind is Data:
             if self._head is not None:
@@ -314,6 +369,13 @@ class EncodeWebSocket(Filter):
             else:
                 await self.output(event)
         elif kind is MessageEnd:
+            if self._passing:
+                self._passing = False
+                if self._switching:
+                    self._held_end = True  # the frames after it are the 101's body
+                    return
+                await self.output(event)
+                return
             head, self._head = self._head, None
             if head is None:
                 return
@@ -334,9 +396,31 @@ class EncodeWebSocket(Filter):
                     self._closed = True
                     self._head, self._chunks = None, []  # an unfinished frame is dropped
                     await self.output(Data(encode_frame(_CLOSE, answer, mask=self._mask)))
+                    await self._end_held()
                     await self.output(StreamEnd())
                     return
+            if error is None:
+                await self._end_held()
             await self.output(event)
+
+    def _http_start(self, head: object) -> None:
+        """An HTTP message (under ``demux_http``/``mux_http``) passes as it is; a
+        ``101``'s end is held until the stream ends, so that the frames between
+        are written as its body."""
+        if type(head) is not RequestHead and type(head) is not ResponseHead:
+            raise PipelineError(
+                "encode_websocket: a message head must be a FrameHead "
+                f"(or an HTTP head, passed as it is), got {head!r}"
+            )
+        if self._head is not None:
+            raise PipelineError("encode_websocket: an HTTP message inside a frame")
+        self._passing = True
+        self._switching = type(head) is ResponseHead and head.status == 101
+
+    async def _end_held(self) -> None:
+        if self._held_end:
+            self._held_end = False
+            await self.output(_END)
 
 
 @hookimpl

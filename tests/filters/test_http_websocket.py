@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Request, Response
+from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 from websockets.sync.server import ServerConnection
 from websockets.sync.server import serve as ws_serve
@@ -117,16 +118,22 @@ UPGRADE = {
 }
 
 
+def echo_exchange(ws: ClientConnection) -> None:
+    """Text, binary, a message in three frames and a ping, through the echo
+    upstream: each comes back."""
+    ws.send("hello")
+    assert ws.recv(timeout=10) == "hello"
+    ws.send(b"\x00\x01binary")
+    assert ws.recv(timeout=10) == b"\x00\x01binary"
+    ws.send(["frag", "men", "ted"])  # one message in three frames
+    assert ws.recv(timeout=10) == "fragmented"
+    assert ws.ping(b"p").wait(10)
+
+
 def test_messages_ping_and_close_code_pass_through() -> None:
     with upstream() as (up, up_port), proxy(up_port) as port:
         with ws_connect(f"ws://127.0.0.1:{port}/chat", open_timeout=10) as ws:
-            ws.send("hello")
-            assert ws.recv(timeout=10) == "hello"
-            ws.send(b"\x00\x01binary")
-            assert ws.recv(timeout=10) == b"\x00\x01binary"
-            ws.send(["frag", "men", "ted"])  # one message in three frames
-            assert ws.recv(timeout=10) == "fragmented"
-            assert ws.ping(b"p").wait(10)
+            echo_exchange(ws)
             # A plain request on the same proxy meanwhile.
             assert plain_get(port) == (200, b"plain\n")
             ws.close(4001, "bye")

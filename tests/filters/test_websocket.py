@@ -39,6 +39,7 @@ from pipeline.errors import ConnectRefused, PipelineError
 from pipeline.events import Event
 from pipeline.runtime import Server, serve
 from pipeline.testing import join_data, open_pipeline, run_layout
+from protocols.http import Headers, RequestHead, ResponseHead
 from protocols.websocket import (
     Close,
     Decoder,
@@ -292,8 +293,72 @@ async def test_misused_encoder_is_a_pipeline_error() -> None:
         await run_layout(enc, [MessageStart("not a frame")])
     assert info.group_contains(PipelineError, match="FrameHead")
     with pytest.raises(BaseExceptionGroup) as info:
+        await run_layout(enc, [MessageStart(FrameHead(TEXT)), MessageStart(RequestHead())])
+    assert info.group_contains(PipelineError, match="inside a frame")
+    with pytest.raises(BaseExceptionGroup) as info:
         await run_layout(enc, [MessageStart(FrameHead(PING)), Data(b"x" * 126), MessageEnd()])
     assert info.group_contains(PipelineError, match="125")
+
+
+# In memory: HTTP messages (under demux_http / mux_http) ------------------------------
+
+UPGRADE_HEADERS = Headers([("Host", "x"), ("Upgrade", "websocket"), ("Connection", "Upgrade")])
+
+
+async def test_an_upgrade_request_passes_then_the_bytes_after_it_are_frames() -> None:
+    request = MessageStart(RequestHead("GET", "/chat", UPGRADE_HEADERS))
+    wire = masked((FrameHead(TEXT, fin=False), b"he"), (FrameHead(CONT), b"y"))
+    out = await run_layout(layout(), [request, MessageEnd(), wire, StreamEnd()])
+    assert out[:2] == [request, MessageEnd()]  # the request, as it was
+    # The frames, masked again by the encoder facing the server, then the end.
+    assert [(h.opcode, p) for h, p in Decoder("server").feed(join_data(out[2:]))] == [
+        (TEXT, b"he"),
+        (CONT, b"y"),
+    ]
+    assert out[-1] == StreamEnd()
+
+
+async def test_a_request_that_is_not_an_upgrade_passes_with_its_body() -> None:
+    request = MessageStart(RequestHead("POST", "/", Headers([("Host", "x")])))
+    body = [Data(b"\x81\x05hello"), Data(b"more")]  # bytes that would parse as a frame
+    out = await run_layout(layout(), [request, *body, MessageEnd(), StreamEnd()])
+    assert out == [request, *body, MessageEnd(), StreamEnd()]
+
+
+async def test_a_101_is_a_message_of_its_own_then_frames_then_the_end() -> None:
+    ok = MessageStart(ResponseHead(101, "Switching Protocols", UPGRADE_HEADERS))
+    wire = plain((FrameHead(TEXT), b"one"), (FrameHead(PING), b""))
+    dec = Proxy().pipeline("s2c").decode_websocket("client")
+    # As mux_http delivers it: the server's bytes are the 101's body, its EOF the end.
+    out = await run_layout(dec, [ok, Data(wire[:3]), Data(wire[3:]), MessageEnd(), StreamEnd()])
+    assert out[:2] == [ok, MessageEnd()]
+    assert [(h.opcode, p) for h, p in messages(out[2:])] == [(TEXT, b"one"), (PING, b"")]
+    assert out[-1] == StreamEnd() and out.count(StreamEnd()) == 1
+
+
+async def test_the_server_side_encoder_writes_the_frames_as_the_101s_body() -> None:
+    ok = MessageStart(ResponseHead(101, "Switching Protocols", UPGRADE_HEADERS))
+    s2c = Proxy().pipeline("s2c").decode_websocket("client").encode_websocket("server")
+    wire = plain((FrameHead(BINARY), b"\x00\x01"))
+    out = await run_layout(s2c, [ok, Data(wire), MessageEnd(), StreamEnd()])
+    assert out == [ok, Data(wire), MessageEnd(), StreamEnd()]
+
+
+async def test_a_bad_server_frame_after_a_101_is_closed_then_the_101_ends() -> None:
+    ok = MessageStart(ResponseHead(101, "Switching Protocols", UPGRADE_HEADERS))
+    s2c = Proxy().pipeline("s2c").decode_websocket("client").encode_websocket("server")
+    out = await run_layout(s2c, [ok, Data(masked((FrameHead(TEXT), b"x")))])
+    assert out[0] == ok
+    close = Decoder("client").feed(out[1].data)  # type: ignore[union-attr]
+    assert parse_close(close[0][1]).code == 1002
+    assert out[2:] == [MessageEnd(), StreamEnd()]  # the 101's body ends cleanly
+
+
+async def test_a_refusal_passes_as_it_was() -> None:
+    no = MessageStart(ResponseHead(403, "Forbidden", Headers([("Content-Length", "3")])))
+    s2c = Proxy().pipeline("s2c").decode_websocket("client").encode_websocket("server")
+    events = [no, Data(b"\x81\x01x"), MessageEnd(), StreamEnd()]
+    assert await run_layout(s2c, events) == events
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
