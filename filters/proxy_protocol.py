@@ -37,8 +37,10 @@ byte ends quietly. After the header, events pass both ways unchanged, half-close
 (``StreamEnd()``) included.
 
 ``connect_proxy_protocol(version=1, tlvs=None)`` goes just before ``connect``:
-it outputs a header for the stream before its first ``Data`` (or its
-``StreamEnd``, for a stream with no data), then passes every event on. The
+it outputs a header for the stream when the stream's pipeline starts, before any
+event (so a server that speaks first, and waits for the header to do so, is
+heard), or, with a ``tlvs`` function, before the stream's first ``Data`` (or its
+``StreamEnd``, for a stream with no data); then it passes every event on. The
 header names ``ctx.remote`` as the source and ``ctx.local`` as the destination
 -- after ``accept_proxy_protocol``, the original client and destination, so
 chaining the two passes the client along. IPv4-mapped IPv6 addresses count as
@@ -235,11 +237,33 @@ class ConnectProxyProtocol(Filter):
                         f"tlvs must be a list of (type, bytes) or a function, got {tlvs!r}"
                     ) from None
         self._sent = False
+        self._sending: trio.Event | None = None  # set once the header sent at start is out
+
+    def on_start(self) -> None:
+        """Without a TLV function the header is known at once: it goes out now,
+        before any event, so that a server that speaks first (and, like Postfix,
+        waits for the header before its greeting) is heard. A function may read
+        what the first events put in the context: it waits for them."""
+        if self._tlv_fn is None and not self._sent:
+            self._sent = True
+            self._sending = trio.Event()
+            self.pipeline.start_task(self._send_header, name="connect_proxy_protocol header")
+
+    async def _send_header(self) -> None:
+        assert self._sending is not None
+        try:
+            await self.output(Data(await self.header()))
+        finally:
+            self._sending.set()
 
     async def on_event(self, event: Event) -> None:
-        if not self._sent and (type(event) is Data or type(event) is StreamEnd):
-            self._sent = True
-            await self.output(Data(await self.header()))
+        if not self._sent:
+            if type(event) is Data or type(event) is StreamEnd:
+                self._sent = True
+                await self.output(Data(await self.header()))
+        elif self._sending is not None:
+            await self._sending.wait()  # the header goes first
+            self._sending = None
         await self.output(event)
 
     async def header(self) -> bytes:

@@ -330,3 +330,38 @@ async def test_curl_haproxy_protocol() -> None:
     assert answer["client"][0] == "127.0.0.1" and answer["client"][1] != port
     # Without the header the stream is closed unanswered: curl's "empty reply".
     assert without.returncode == 52, without.stderr
+
+
+async def test_the_header_goes_out_at_once_for_a_server_that_speaks_first() -> None:
+    """Like Postfix behind HAProxy: the server reads the header, then greets; the
+    client sends nothing before the greeting."""
+    headers: list[bytes] = []
+
+    async def greet_after_the_header(stream: trio.SocketStream) -> None:
+        async with stream:
+            data = b""
+            while b"\r\n" not in data:
+                chunk = await stream.receive_some(256)
+                if not chunk:
+                    return
+                data += chunk
+            headers.append(data)
+            await stream.send_all(b"220 ready\r\n")
+            while chunk := await stream.receive_some(256):
+                await stream.send_all(chunk)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, greet_after_the_header, 0, host="127.0.0.1")
+        )
+        port = listeners[0].socket.getsockname()[1]
+        proxy = Proxy()
+        proxy.listen("127.0.0.1:0").connect_proxy_protocol().connect(f"127.0.0.1:{port}")
+        async with serving(proxy) as server:
+            with trio.fail_after(10):
+                async with await trio.open_tcp_stream("127.0.0.1", server.ports[0]) as client:
+                    assert await client.receive_some(256) == b"220 ready\r\n"
+                    await client.send_all(b"QUIT\r\n")
+                    assert await client.receive_some(256) == b"QUIT\r\n"
+        nursery.cancel_scope.cancel()
+    assert len(headers) == 1 and headers[0].startswith(b"PROXY TCP4 127.0.0.1 127.0.0.1 ")
