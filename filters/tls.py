@@ -18,6 +18,11 @@ the plaintext it receives and sends the ciphertext into a sub-pipeline of
 
     proxy.listen(8080).connect_tls("api.example").to(lambda p: p.connect("api.example:443"))
 
+Its handshake begins when the stream starts, before the client sends anything,
+when the server name is known then (given as a string, or the ``tls_sni`` that
+``accept_tls`` found), so a protocol whose server speaks first (SMTPS, IMAPS)
+works; with a name function it begins on the stream's first event.
+
 Arguments of ``accept_tls``:
 
 ``cert``, ``key``
@@ -986,6 +991,7 @@ class ConnectTls(_TlsEnd):
             self._hostname = server_hostname
         self.verify = verify
         self.server_hostname: str | None = None
+        self._opening: trio.Event | None = None  # set once a handshake begun at start is out
 
     @classmethod
     def shared(
@@ -1023,8 +1029,29 @@ class ConnectTls(_TlsEnd):
             ciphers,
         )
 
+    def on_start(self) -> None:
+        """A server name known now (given, or the client's SNI that ``accept_tls``
+        put in the context): the handshake begins at once, before any event, so
+        that a server that speaks first (SMTPS, IMAPS) is heard without the client
+        sending anything. A name function waits for the first event."""
+        if self._hostname_fn is None and (
+            self._hostname is not None or self.pipeline.context.get("tls_sni") is not None
+        ):
+            self._opening = trio.Event()
+            self.pipeline.start_task(self._open_now, name="connect_tls handshake")
+
+    async def _open_now(self) -> None:
+        assert self._opening is not None
+        try:
+            if self._ssl is None and not self._ended:
+                await self._start()
+        finally:
+            self._opening.set()
+
     async def on_event(self, event: Event) -> None:
         if not self._established:
+            if self._opening is not None:
+                await self._opening.wait()  # the handshake begun at start
             if self._ssl is None and not self._ended:
                 await self._start()
             if self._done is not None and not self._ended:

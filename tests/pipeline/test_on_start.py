@@ -369,3 +369,37 @@ async def test_a_tunnel_client_whose_tunnel_fails_closes_its_client(
                         except trio.BrokenResourceError:
                             pass  # (or reset)
     assert f"127.0.0.1:{port}" in caplog.text
+
+
+async def test_connect_tls_handshakes_at_once_for_a_server_that_speaks_first(
+    certs: Certs,
+) -> None:
+    """Plain client -> connect_tls -> a TLS server that greets after its
+    handshake (SMTPS-like): the client hears the greeting without sending."""
+    cert, key = certs.server("banner.test")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    async with banner_server() as upstream:
+
+        async def tls_banner(stream: trio.SocketStream) -> None:
+            async with trio.SSLStream(stream, server_context, server_side=True) as tls:
+                await upstream.handle(tls)  # type: ignore[arg-type]
+
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, tls_banner, 0, host="127.0.0.1")
+            )
+            port = listeners[0].socket.getsockname()[1]
+            proxy = Proxy()
+            (
+                proxy.listen("127.0.0.1:0")
+                .connect_tls("banner.test", ca_file=certs.ca)
+                .to(lambda p: p.connect(f"127.0.0.1:{port}"))
+            )
+            async with serving(proxy) as server:
+                async with await trio.open_tcp_stream("127.0.0.1", server.ports[0]) as client:
+                    assert await receive_exactly(client, len(BANNER)) == BANNER
+                    await client.send_all(b"ping\r\n")
+                    assert await receive_exactly(client, 6) == b"ping\r\n"
+            nursery.cancel_scope.cancel()
+        assert upstream.accepted == 1
