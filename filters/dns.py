@@ -5,6 +5,13 @@ A DNS message in a pipeline is ``MessageStart(record), MessageEnd()`` where
 ``Data``. Records are shared like every event: a filter that changes a message
 makes a new one (``DNSRecord.parse(record.pack())`` copies one).
 
+A plain query (one question, no record but an EDNS0 OPT) is decoded as a
+:class:`protocols.dns.wire.WireMessage`, a ``DNSRecord`` that parses its bytes
+only when a filter first reads it; ``resolve_dns`` answers such a query from its
+cache without parsing it or packing the answer (a cached answer is written for
+the query on the wire: its ID, RD flag, question and aged TTLs). A filter that
+reads the query costs that parse, and gets the same answer.
+
 ``decode_dns(transport=None)``
     ``Data`` in, messages out. Over UDP each ``Data`` is one datagram, so one
     message; over TCP the bytes are cut at the 2-byte length prefixes, whatever
@@ -86,6 +93,14 @@ from protocols.dns import (
     parse,
     truncate,
 )
+from protocols.dns.wire import (
+    AnswerTemplate,
+    QuerySummary,
+    WireMessage,
+    answer_template,
+    question_key,
+    read_query,
+)
 
 from .balance import Balancer, parse_target
 
@@ -126,14 +141,12 @@ class DecodeDns(Filter):
                     self._framer = TcpFramer()
             try:
                 if udp:
-                    record = parse(event.data)  # type: ignore[union-attr]
-                    await self.output(MessageStart(record))
+                    await self.output(MessageStart(_message(event.data)))  # type: ignore[union-attr]
                     await self.output(_END)
                     return
                 assert self._framer is not None
                 for message in self._framer.feed(event.data):  # type: ignore[union-attr]
-                    record = parse(message)
-                    await self.output(MessageStart(record))
+                    await self.output(MessageStart(_message(message)))
                     await self.output(_END)
             except ProtocolError as exc:
                 self._failed = True
@@ -142,6 +155,16 @@ class DecodeDns(Filter):
         elif kind is StreamEnd:
             await self.output(event)
         # Message events on a byte stream carry nothing to decode: dropped.
+
+
+def _message(wire: bytes) -> DNSRecord:
+    """The message ``wire`` holds: a plain query stays in its wire form until a
+    filter reads it (:class:`protocols.dns.wire.WireMessage`), anything else is
+    parsed now (a malformed message raises :class:`ProtocolError`)."""
+    summary = read_query(wire)
+    if summary is not None:
+        return WireMessage(wire, summary)
+    return parse(wire)
 
 
 class EncodeDns(Filter):
@@ -215,6 +238,17 @@ class HostsTable:
         except OSError as exc:
             raise ValueError(f"cannot read hosts file {str(path)!r}: {exc.strerror}") from None
         return cls(text.splitlines(), str(path))
+
+    def knows(self, key: tuple[bytes, int, int]) -> bool:
+        """Whether :meth:`answer` answers the question ``key`` (a name in wire
+        form, lowered; its QTYPE; its QCLASS)."""
+        labels = []
+        wire, i = key[0], 0
+        while wire[i]:
+            labels.append(wire[i + 1 : i + 1 + wire[i]])
+            i += 1 + wire[i]
+        name = b".".join(labels).decode("latin-1")
+        return name in (self.reverse if key[1] == QTYPE.PTR else self.forward)
 
     def answer(self, query: DNSRecord, ttl: int) -> DNSRecord | None:
         """The answer to ``query`` if the table knows its name, else ``None``. A
@@ -307,6 +341,10 @@ def read_views(path: str | Path) -> list[DnsView]:
     return views
 
 
+#: A question: its name in wire form (ASCII letters lowered), QTYPE, QCLASS.
+_Key = tuple[bytes, int, int]
+
+
 class _Cache:
     """Answers by question, honouring their TTL, least recently used out first."""
 
@@ -314,18 +352,31 @@ class _Cache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        # question -> (answer, its wire size, stored at, expires at). The stored
-        # answer is never output itself: get() hands out copies.
-        self.entries: OrderedDict[tuple[str, int, int], tuple[DNSRecord, int, float, float]] = (
-            OrderedDict()
-        )
+        # question -> (answer, its wire size, stored at, expires at, its wire
+        # template or None). The stored answer is never output itself: get()
+        # hands out copies.
+        self.entries: OrderedDict[
+            _Key, tuple[DNSRecord, int, float, float, AnswerTemplate | None]
+        ] = OrderedDict()
 
-    def get(self, key: tuple[str, int, int], now: float) -> tuple[DNSRecord, int] | None:
+    def answer_wire(self, query: QuerySummary, now: float) -> bytes | None:
+        """The cached answer to a plain query, written for it from the wire
+        template (see :mod:`protocols.dns.wire`), or ``None``."""
+        found = self.entries.get(query.key)
+        if found is None:
+            return None
+        template = found[4]
+        if template is None or now >= found[3]:
+            return None  # (an expired entry goes in get())
+        self.entries.move_to_end(query.key)
+        return template.answer(query, int(now - found[2]))
+
+    def get(self, key: _Key, now: float) -> tuple[DNSRecord, int] | None:
         """A copy of the cached answer, its TTLs lowered by its age, and its size."""
         found = self.entries.get(key)
         if found is None:
             return None
-        stored_reply, size, stored, expires = found
+        stored_reply, size, stored, expires, _ = found
         if now >= expires:
             del self.entries[key]
             return None
@@ -343,12 +394,10 @@ class _Cache:
         )
         return reply, size
 
-    def put(
-        self, key: tuple[str, int, int], reply: DNSRecord, size: int, ttl: int, now: float
-    ) -> None:
+    def put(self, key: _Key, reply: DNSRecord, wire: bytes, ttl: int, now: float) -> None:
         if self.size <= 0 or ttl <= 0:
             return
-        self.entries[key] = (reply, size, now, now + ttl)
+        self.entries[key] = (reply, len(wire), now, now + ttl, answer_template(wire))
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
@@ -560,6 +609,11 @@ class ResolveDns(Filter):
             if query is None:
                 return
             view = self._view()
+            if type(query) is WireMessage and not query.parsed and query.summary is not None:
+                wire = self._cached_wire(query.summary, view)
+                if wire is not None:  # the common cache hit, never parsed
+                    await self._output(WireMessage(wire))
+                    return
             local = self._local(query, view)
             if local is not None:  # answered without waiting: no task
                 await self._answer(query, *local)
@@ -589,6 +643,19 @@ class ResolveDns(Filter):
         remote = self.pipeline.context.remote
         return self.resolver.view(remote[0] if remote else None)
 
+    def _cached_wire(self, query: QuerySummary, view: _View) -> bytes | None:
+        """The cached answer to a plain query written on the wire, if there is one
+        that fits (a UDP answer too large for the client takes the full path,
+        which truncates it) and the hosts file does not know the name."""
+        if view.hosts is not None and view.hosts.knows(query.key):
+            return None
+        wire = view.cache.answer_wire(query, trio.current_time())
+        if wire is None:
+            return None
+        if len(wire) > query.udp_size and self.pipeline.context.get("transport") == "udp":
+            return None
+        return wire
+
     def _local(self, query: DNSRecord, view: _View) -> tuple[DNSRecord, int | None] | None:
         """The answer known without asking anyone (an error, a hosts entry, a cached
         answer) and its size if known, or ``None``."""
@@ -612,14 +679,14 @@ class ResolveDns(Filter):
         return cached
 
     async def _forwarded(self, query: DNSRecord, view: _View) -> tuple[DNSRecord, int | None]:
-        reply, size = await self._forward(query, view.upstreams)
+        reply, wire = await self._forward(query, view.upstreams)
         ttl = answer_ttl(reply)
-        if ttl is not None and size is not None:
+        if ttl is not None and wire is not None:
             # The cache keeps this object and never changes it once output: hits
             # get copies.
-            view.cache.put(_key(query), reply, size, ttl, trio.current_time())
+            view.cache.put(_key(query), reply, wire, ttl, trio.current_time())
         reply.header.id = query.header.id
-        return reply, size
+        return reply, None if wire is None else len(wire)
 
     async def _forward_and_answer(self, query: DNSRecord, view: _View) -> None:
         reply, size = await self._forwarded(query, view)
@@ -637,6 +704,9 @@ class ResolveDns(Filter):
     async def _answer(self, query: DNSRecord, reply: DNSRecord, size: int | None) -> None:
         if self.pipeline.context.get("transport") == "udp":
             reply = truncate(reply, client_udp_size(query), size)
+        await self._output(reply)
+
+    async def _output(self, reply: DNSRecord) -> None:
         lock = self._lock
         if lock is None:
             await self.output(MessageStart(reply))
@@ -648,8 +718,9 @@ class ResolveDns(Filter):
 
     async def _forward(
         self, query: DNSRecord, upstreams: _Upstreams
-    ) -> tuple[DNSRecord, int | None]:
-        """The first usable upstream answer and its wire size, or SERVFAIL."""
+    ) -> tuple[DNSRecord, bytes | None]:
+        """The first usable upstream answer and its wire form, or SERVFAIL (and
+        ``None``)."""
         wire = bytearray(query.pack())
         reasons: list[str] = []
         fallback: DNSRecord | None = None
@@ -659,9 +730,9 @@ class ResolveDns(Filter):
             text = format_address(host, port)
             try:
                 with trio.fail_after(self.timeout):
-                    reply, size = await _exchange_udp(host, port, bytes(wire), ident, query)
+                    reply, data = await _exchange_udp(host, port, bytes(wire), ident, query)
                     if reply.header.tc:
-                        reply, size = await _exchange_tcp(host, port, bytes(wire), ident, query)
+                        reply, data = await _exchange_tcp(host, port, bytes(wire), ident, query)
             except trio.TooSlowError:
                 reasons.append(f"{text}: no answer within {self.timeout:g}s")
                 continue
@@ -675,7 +746,7 @@ class ResolveDns(Filter):
                 continue
             if upstreams.balancer is not None:
                 upstreams.balancer.succeeded(text)
-            return reply, size
+            return reply, data
         log.warning("%s: no DNS upstream answered %s: %s", _peer(self), query.q, "; ".join(reasons))
         return fallback or error_reply(query, RCODE.SERVFAIL), None
 
@@ -683,9 +754,10 @@ class ResolveDns(Filter):
         self._query = None
 
 
-def _key(query: DNSRecord) -> tuple[str, int, int]:
-    q = query.q
-    return (str(q.qname).lower(), int(q.qtype), int(q.qclass))
+def _key(query: DNSRecord) -> _Key:
+    if type(query) is WireMessage and not query.parsed and query.summary is not None:
+        return query.summary.key
+    return question_key(query)
 
 
 def _matches(reply: DNSRecord, ident: int, query: DNSRecord) -> bool:
@@ -700,7 +772,7 @@ def _matches(reply: DNSRecord, ident: int, query: DNSRecord) -> bool:
 
 async def _exchange_udp(
     host: str, port: int, wire: bytes, ident: int, query: DNSRecord
-) -> tuple[DNSRecord, int]:
+) -> tuple[DNSRecord, bytes]:
     """Send one query over UDP and wait for its answer (others are ignored)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     if not _is_ip(host):
@@ -719,7 +791,7 @@ async def _exchange_udp(
                 except ProtocolError:
                     continue  # not an answer of ours: keep waiting
                 if _matches(reply, ident, query):
-                    return reply, len(data)
+                    return reply, data
         except OSError as exc:
             reason = "refused" if exc.errno == errno.ECONNREFUSED else (exc.strerror or str(exc))
             raise _NoAnswer(reason) from None
@@ -727,7 +799,7 @@ async def _exchange_udp(
 
 async def _exchange_tcp(
     host: str, port: int, wire: bytes, ident: int, query: DNSRecord
-) -> tuple[DNSRecord, int]:
+) -> tuple[DNSRecord, bytes]:
     """Send one query over TCP (RFC 7766) and read its answer."""
     try:
         stream = await trio.open_tcp_stream(host, port)
@@ -744,7 +816,7 @@ async def _exchange_tcp(
                 for message in framer.feed(chunk):
                     reply = parse(message)
                     if _matches(reply, ident, query):
-                        return reply, len(message)
+                        return reply, message
         except (OSError, trio.BrokenResourceError) as exc:
             raise _NoAnswer(f"TCP: {exc}") from None
         except ProtocolError as exc:

@@ -21,6 +21,7 @@ from pipeline import ConfigError, Data, MessageEnd, MessageStart, Proxy, StreamE
 from pipeline.context import Context
 from pipeline.testing import open_pipeline, run_layout
 from protocols.dns import ProtocolError, frame
+from protocols.dns.wire import question_key
 from tests.udp_helpers import dnsmasq, free_udp_port, needs_dns_tools
 
 AUTH = [
@@ -47,10 +48,11 @@ def udp_layout(*args: Any, **kwargs: Any) -> Any:
     return proxy.layout("p")
 
 
-async def ask(layout: Any, query: DNSRecord, remote: str = "127.0.0.1") -> DNSRecord:
-    """Send one query as a UDP client from ``remote`` would; the answer."""
+async def ask(layout: Any, query: DNSRecord, remote: str = "127.0.0.1", **values: Any) -> DNSRecord:
+    """Send one query as a UDP client from ``remote`` would (with ``values`` in
+    its context); the answer."""
     context = Context(remote=(remote, 40000))
-    context.set(transport="udp")
+    context.set(transport="udp", **values)
     async with open_pipeline(layout, context=context) as h:
         await h.send(bytes(query.pack()))
         with trio.fail_after(15):
@@ -112,6 +114,15 @@ def test_hosts_table(tmp_path: Path) -> None:
     ptr = table.answer(DNSRecord.question("5.0.0.10.in-addr.arpa", "PTR"), 60)
     assert ptr is not None and str(ptr.rr[0].rdata) == "printer.lan."
     assert table.answer(DNSRecord.question("other.lan"), 60) is None
+    # knows() says the same from a question's wire-form key.
+    for name, qtype, known in [
+        ("Printer.LAN.", "A", True),
+        ("printer", "MX", True),
+        ("5.0.0.10.in-addr.arpa", "PTR", True),
+        ("printer.lan", "PTR", False),
+        ("other.lan", "A", False),
+    ]:
+        assert table.knows(question_key(DNSRecord.question(name, qtype))) is known, name
     with pytest.raises(ValueError, match=r"x\.hosts:2: 'nonsense' is not an IP"):
         HostsTable(["", "nonsense name"], "x.hosts")
     with pytest.raises(ValueError, match="cannot read hosts file"):
@@ -303,3 +314,32 @@ async def test_a_cached_answer_echoes_the_question_as_asked(upstream: int) -> No
     mixed = await ask(layout, DNSRecord.question("A.TeSt"))  # from the cache
     assert str(mixed.q.qname) == "A.TeSt."
     assert [str(rr.rdata) for rr in mixed.rr] == ["10.0.0.1"]
+
+
+@needs_dns_tools
+async def test_read_and_unread_queries_share_the_cache(upstream: int) -> None:
+    # The first query goes by in its wire form (nothing reads it); a filter reads
+    # the second, which takes the parsed path: the same cache entry answers it.
+    seen: list[str] = []
+
+    def read_the_second(ctx: Context, query: DNSRecord) -> None:
+        if ctx.get("second"):
+            seen.append(str(query.q.qname))
+
+    proxy = Proxy()
+    (
+        proxy.pipeline("p")
+        .decode_dns("udp")
+        .handle_message_start(read_the_second)
+        .resolve_dns([f"127.0.0.1:{upstream}"])
+        .encode_dns("udp")
+    )
+    layout = proxy.layout("p")
+    first = await ask(layout, DNSRecord.question("b.test"))
+    await trio.sleep(1.1)
+    query = DNSRecord.question("B.test")
+    again = await ask(layout, query, second=True)
+    assert seen == ["B.test."]
+    assert again.header.id == query.header.id and str(again.q.qname) == "B.test."
+    assert [str(rr.rdata) for rr in again.rr] == ["10.0.0.2"]
+    assert again.rr[0].ttl < first.rr[0].ttl  # the entry the first answer made
