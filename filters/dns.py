@@ -9,8 +9,10 @@ A plain query (one question, no record but an EDNS0 OPT) is decoded as a
 :class:`protocols.dns.wire.WireMessage`, a ``DNSRecord`` that parses its bytes
 only when a filter first reads it; ``resolve_dns`` answers such a query from its
 cache without parsing it or packing the answer (a cached answer is written for
-the query on the wire: its ID, RD flag, question and aged TTLs). A filter that
-reads the query costs that parse, and gets the same answer.
+the query on the wire: its ID, RD flag, question and aged TTLs), and forwards it
+the same way, passing the server's answer on as it came but for the client's ID
+(parsed once, to check and cache it). A filter that reads the query costs that
+parse, and gets the same answer.
 
 ``decode_dns(transport=None)``
     ``Data`` in, messages out. Over UDP each ``Data`` is one datagram, so one
@@ -658,18 +660,23 @@ class ResolveDns(Filter):
 
     def _local(self, query: DNSRecord, view: _View) -> tuple[DNSRecord, int | None] | None:
         """The answer known without asking anyone (an error, a hosts entry, a cached
-        answer) and its size if known, or ``None``."""
-        header = query.header
-        if header.qr or len(query.questions) != 1:
-            return error_reply(query, RCODE.FORMERR), None
-        if header.opcode != 0:
-            return error_reply(query, RCODE.NOTIMP), None
-        if view.hosts is not None:
-            local = view.hosts.answer(query, self.local_ttl)
+        answer) and its size if known, or ``None``. A plain query still in its
+        wire form is parsed only if one of them answers it."""
+        summary = _summary(query)
+        if summary is None:
+            header = query.header
+            if header.qr or len(query.questions) != 1:
+                return error_reply(query, RCODE.FORMERR), None
+            if header.opcode != 0:
+                return error_reply(query, RCODE.NOTIMP), None
+        hosts = view.hosts
+        if hosts is not None and (summary is None or hosts.knows(summary.key)):
+            local = hosts.answer(query, self.local_ttl)
             if local is not None:
                 return local, None
         cached = view.cache.get(_key(query), trio.current_time())
         if cached is not None:
+            header = query.header
             reply = cached[0]
             reply.header.id = header.id
             reply.header.rd = header.rd
@@ -685,6 +692,10 @@ class ResolveDns(Filter):
             # The cache keeps this object and never changes it once output: hits
             # get copies.
             view.cache.put(_key(query), reply, wire, ttl, trio.current_time())
+        summary = _summary(query)
+        if summary is not None and wire is not None:
+            # The server's bytes with the client's ID: nothing to pack.
+            return WireMessage(summary.ident.to_bytes(2, "big") + wire[2:]), len(wire)
         reply.header.id = query.header.id
         return reply, None if wire is None else len(wire)
 
@@ -703,7 +714,10 @@ class ResolveDns(Filter):
 
     async def _answer(self, query: DNSRecord, reply: DNSRecord, size: int | None) -> None:
         if self.pipeline.context.get("transport") == "udp":
-            reply = truncate(reply, client_udp_size(query), size)
+            summary = _summary(query)
+            limit = client_udp_size(query) if summary is None else summary.udp_size
+            if type(reply) is not WireMessage or size is None or size > limit:
+                reply = truncate(reply, limit, size)
         await self._output(reply)
 
     async def _output(self, reply: DNSRecord) -> None:
@@ -722,6 +736,7 @@ class ResolveDns(Filter):
         """The first usable upstream answer and its wire form, or SERVFAIL (and
         ``None``)."""
         wire = bytearray(query.pack())
+        key = _key(query)
         reasons: list[str] = []
         fallback: DNSRecord | None = None
         for host, port in upstreams.order():
@@ -730,9 +745,9 @@ class ResolveDns(Filter):
             text = format_address(host, port)
             try:
                 with trio.fail_after(self.timeout):
-                    reply, data = await _exchange_udp(host, port, bytes(wire), ident, query)
+                    reply, data = await _exchange_udp(host, port, bytes(wire), ident, key)
                     if reply.header.tc:
-                        reply, data = await _exchange_tcp(host, port, bytes(wire), ident, query)
+                        reply, data = await _exchange_tcp(host, port, bytes(wire), ident, key)
             except trio.TooSlowError:
                 reasons.append(f"{text}: no answer within {self.timeout:g}s")
                 continue
@@ -754,24 +769,31 @@ class ResolveDns(Filter):
         self._query = None
 
 
+def _summary(query: DNSRecord) -> QuerySummary | None:
+    """The summary of a plain query nothing has read (and so changed) yet."""
+    if type(query) is WireMessage and not query.parsed:
+        return query.summary
+    return None
+
+
 def _key(query: DNSRecord) -> _Key:
-    if type(query) is WireMessage and not query.parsed and query.summary is not None:
-        return query.summary.key
-    return question_key(query)
+    summary = _summary(query)
+    return question_key(query) if summary is None else summary.key
 
 
-def _matches(reply: DNSRecord, ident: int, query: DNSRecord) -> bool:
+def _matches(reply: DNSRecord, ident: int, key: _Key) -> bool:
+    """Whether ``reply`` answers the query ``ident`` asking ``key`` (its name,
+    in any case, and its type)."""
     return (
         reply.header.id == ident
         and reply.header.qr == 1
         and len(reply.questions) == 1
-        and reply.q.qname == query.q.qname
-        and reply.q.qtype == query.q.qtype
+        and question_key(reply)[:2] == key[:2]
     )
 
 
 async def _exchange_udp(
-    host: str, port: int, wire: bytes, ident: int, query: DNSRecord
+    host: str, port: int, wire: bytes, ident: int, key: _Key
 ) -> tuple[DNSRecord, bytes]:
     """Send one query over UDP and wait for its answer (others are ignored)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -790,7 +812,7 @@ async def _exchange_udp(
                     reply = parse(data)
                 except ProtocolError:
                     continue  # not an answer of ours: keep waiting
-                if _matches(reply, ident, query):
+                if _matches(reply, ident, key):
                     return reply, data
         except OSError as exc:
             reason = "refused" if exc.errno == errno.ECONNREFUSED else (exc.strerror or str(exc))
@@ -798,7 +820,7 @@ async def _exchange_udp(
 
 
 async def _exchange_tcp(
-    host: str, port: int, wire: bytes, ident: int, query: DNSRecord
+    host: str, port: int, wire: bytes, ident: int, key: _Key
 ) -> tuple[DNSRecord, bytes]:
     """Send one query over TCP (RFC 7766) and read its answer."""
     try:
@@ -815,7 +837,7 @@ async def _exchange_tcp(
                     raise _NoAnswer("TCP: closed before answering")
                 for message in framer.feed(chunk):
                     reply = parse(message)
-                    if _matches(reply, ident, query):
+                    if _matches(reply, ident, key):
                         return reply, message
         except (OSError, trio.BrokenResourceError) as exc:
             raise _NoAnswer(f"TCP: {exc}") from None
