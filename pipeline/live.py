@@ -45,6 +45,7 @@ import trio
 
 from .context import Context
 from .errors import TrioxyError
+from .events import Event
 from .filter import Filter, Output
 
 if TYPE_CHECKING:
@@ -128,6 +129,10 @@ class ShutdownNotice:
 shutdown_notice: ContextVar[ShutdownNotice | None] = ContextVar(
     "trioxy_shutdown_notice", default=None
 )
+
+
+async def _dropped(event: Event) -> None:
+    """The input of a closed pipeline: events are dropped."""
 
 
 class Pipeline:
@@ -251,6 +256,13 @@ class Pipeline:
                 log.exception("filter %s failed to close", f.name or type(f).__name__)
         if self.parent is not None:
             self.parent._children.discard(self)
+        # A pipeline and its filters reference each other (``f.pipeline``, the
+        # chain of ``output`` methods): dropping our side of that cycle lets
+        # reference counting free a closed stream's filters (and the sockets,
+        # buffers and TLS objects they hold) at once, not at the cyclic
+        # collector's next pass. Events sent to a closed pipeline are dropped.
+        self.filters = []
+        self.input = _dropped
 
     @property
     def task_count(self) -> int:
