@@ -155,23 +155,19 @@ def raise_open_file_limit() -> None:
             log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
 
 
-#: The garbage collector's thresholds while serving (CPython's defaults: 700, 10, 10).
-GC_THRESHOLDS = (10_000, 50, 50)
-
-
 def tune_gc() -> None:
     """Set the cyclic garbage collector up for serving, once the script is loaded.
 
     What exists by then (modules, the script's layouts, pools, compiled regexes)
     lives as long as the process: ``gc.freeze()`` moves it out of the collector's
-    reach, so that a full collection no longer walks it. A request makes many
-    short-lived objects that reference counting frees; with CPython's default
-    threshold (a young collection every 700 allocations) the collector ran every
-    few requests. Measured on the http bench's reverse proxy: about 4 % more
-    requests per second and a p99 about 20 % lower. Freezing before ``--workers``
-    fork also keeps the frozen pages shared between the workers."""
+    reach, so that a full collection no longer walks it (a pause that showed in
+    the p99 of the http bench). Freezing before ``--workers`` fork also keeps the
+    frozen pages shared between the workers. The thresholds stay CPython's: a
+    closed pipeline breaks its own reference cycles (see
+    :meth:`pipeline.live.Pipeline.close`), so little is left for the collector,
+    and higher thresholds measured no faster while holding more garbage (the
+    TLS objects of closed connections) between passes."""
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _serve(script: Script, grace_period: float, reuse_port: bool) -> None:

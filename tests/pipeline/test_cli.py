@@ -149,16 +149,13 @@ def test_workers_share_the_port(tmp_path: Path) -> None:
     assert err.count(f"listening on 127.0.0.1:{port}") == 2
 
 
-def test_tune_gc_freezes_what_loading_made_and_raises_the_thresholds() -> None:
+def test_tune_gc_freezes_what_loading_made() -> None:
     import gc
 
-    from pipeline.cli import GC_THRESHOLDS, tune_gc
+    from pipeline.cli import tune_gc
 
-    before = gc.get_threshold()
     try:
         tune_gc()
-        assert gc.get_threshold() == GC_THRESHOLDS
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
-        gc.set_threshold(*before)
