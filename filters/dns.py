@@ -611,8 +611,9 @@ class ResolveDns(Filter):
             if query is None:
                 return
             view = self._view()
-            if type(query) is WireMessage and not query.parsed and query.summary is not None:
-                wire = self._cached_wire(query.summary, view)
+            summary = _summary(query)
+            if summary is not None:
+                wire = self._cached_wire(summary, view)
                 if wire is not None:  # the common cache hit, never parsed
                     await self._output(WireMessage(wire))
                     return
