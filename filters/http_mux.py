@@ -9,7 +9,12 @@ a live **session** ``encode_http_request -> layout -> decode_http_response``.
 
 * ``key``: ``key(ctx)`` (plain or ``async def``), evaluated per request with the
   request's context; requests with equal keys share connections. Default: the
-  context variable ``target`` if set, else the request's ``Host`` header.
+  context variable ``target`` if set, else the request's ``Host`` header. With
+  the default key and ``target`` set (the server ``balance`` picked), a new
+  connection that reached another server (``connect`` failed over) carries its
+  request, then closes instead of joining the pool: pooled under the key, it
+  would take later requests meant for the picked server (a sticky session's,
+  once that server is back) to the other one.
 * ``max_idle``: a connection idle for that many seconds is closed (``None``:
   kept until the server closes it).
 * ``max_connections_per_key``: at most that many connections per key (0:
@@ -110,6 +115,7 @@ from typing import Any
 
 import trio
 
+from pipeline.address import format_address
 from pipeline.errors import ConnectRefused, ConnectTimeout, PipelineError, UpstreamError
 from pipeline.events import Data, Event, MessageEnd, MessageStart, StreamEnd
 from pipeline.filter import Filter
@@ -122,6 +128,7 @@ from protocols.websocket.errors import HandshakeError
 from protocols.websocket.handshake import check_request, check_response
 
 from ._callback import as_async
+from .balance import parse_target
 from .http_codec import (
     JOIN_LIMIT,
     WEBSOCKET_UPGRADE,
@@ -178,6 +185,7 @@ class HttpSession:
         "pool",
         "started",
         "stream",
+        "target_key",
         "tunnel",
         "used",
         "websocket_key",
@@ -199,6 +207,10 @@ class HttpSession:
         # whether the 101 came (the connection is then a relay, never reused).
         self.websocket_key: str | None = None
         self.tunnel = False
+        # The key is the target the balancer picked (``ctx.target``): checked
+        # against the server the connection reached, once, when its first
+        # response is complete.
+        self.target_key = False
         context = opener.pipeline.context.child()
         nursery = service_nursery.get() or opener.pipeline.nursery
         decoder = self.decoder = DecodeHttpResponse(*pool.limits)
@@ -304,10 +316,28 @@ class HttpSession:
         the server is closing the connection."""
         if self.closed:
             return
+        if self.target_key:
+            self.target_key = False
+            if not self._reaches_key():
+                self.close()
+                return
         if self.client.keep_alive and not self.tunnel:
             self.pool.release(self)
         else:
             self.close()
+
+    def _reaches_key(self) -> bool:
+        """Whether the connection reached the server its key names. ``connect``
+        may have failed over to another one: pooled under the key, that
+        connection would carry later requests meant for the first server (a
+        sticky session's, once it is back) to the other one."""
+        upstream = self.pipeline.context.get("upstream")
+        if upstream is None:
+            return True  # no connect reported (an in-memory server)
+        try:
+            return bool(upstream == format_address(*parse_target(self.key)))
+        except (TypeError, ValueError):
+            return True  # a key that is not an address says nothing
 
     def _ended(self, error: BaseException | None) -> None:
         stream = self.stream
@@ -693,6 +723,8 @@ class MuxHttp(Filter):
             session.websocket_key = self._websocket_key
         else:
             session = pool.take_idle(key) or await pool.acquire(key, self.sub_layout, self)
+        if not session.used and fn is None:
+            session.target_key = self.pipeline.context.get("target") is not None
         if self.closed:
             self.pool.release(session)
             return
