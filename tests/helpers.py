@@ -27,9 +27,15 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
+
+import trio
+
+from pipeline import Proxy
+from pipeline.runtime import Server, serve
 
 __all__ = [
     "ROOT",
@@ -299,3 +305,17 @@ def receive_exactly(sock: socket.socket, size: int) -> bytes:
             break
         out += chunk
     return out
+
+
+@asynccontextmanager
+async def serving(proxy: Proxy, grace_period: float = 1.0) -> AsyncIterator[Server]:
+    """``proxy`` served in process (``pipeline.runtime.serve``, no signal handling)
+    for the block; shut down at once on the way out, however the block ends."""
+    async with trio.open_nursery() as nursery:
+        server: Server = await nursery.start(
+            partial(serve, proxy.build(), grace_period=grace_period, handle_signals=False)
+        )
+        try:
+            yield server
+        finally:
+            server.shutdown(immediate=True)

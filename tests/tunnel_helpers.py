@@ -17,8 +17,7 @@ from typing import Any
 import trio
 
 from pipeline import Proxy
-from pipeline.runtime import Server, serve
-from tests.helpers import is_listening
+from tests.helpers import is_listening, serving
 
 __all__ = [
     "Backend",
@@ -31,19 +30,6 @@ __all__ = [
     "to_target",
     "web",
 ]
-
-
-@asynccontextmanager
-async def serving(proxy: Proxy) -> AsyncIterator[Server]:
-    """``proxy`` served in a nursery; shut down (immediately) on the way out."""
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(serve, proxy.build(), grace_period=1.0, handle_signals=False)
-        )
-        try:
-            yield server
-        finally:
-            server.shutdown(immediate=True)
 
 
 @dataclass

@@ -14,8 +14,7 @@ import trio
 from filters.balance import RoundRobin
 from pipeline import Proxy
 from tests.filters.test_http_shutdown import GUARD, Backend, Client, started
-from tests.filters.test_proxy_protocol import serving
-from tests.helpers import free_port
+from tests.helpers import free_port, serving
 
 
 @asynccontextmanager

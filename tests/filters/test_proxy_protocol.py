@@ -18,7 +18,6 @@ import trio.testing
 
 import filters.proxy_protocol
 from pipeline import ConfigError, Context, Data, Proxy, ReadTimeout, StreamEnd
-from pipeline.runtime import Server, serve
 from pipeline.testing import join_data, open_pipeline, run_layout
 from protocols.proxy_protocol import (
     TLV,
@@ -30,6 +29,7 @@ from protocols.proxy_protocol import (
     encode,
     parse,
 )
+from tests.helpers import serving
 
 V1 = b"PROXY TCP4 203.0.113.9 198.51.100.1 5555 443\r\n"
 
@@ -204,18 +204,6 @@ async def test_connect_sends_the_header_even_for_an_empty_stream() -> None:
 
 
 # Over loopback ---------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def serving(proxy: Proxy) -> AsyncIterator[Server]:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(serve, proxy.build(), grace_period=1.0, handle_signals=False)
-        )
-        try:
-            yield server
-        finally:
-            server.shutdown(immediate=True)
 
 
 @dataclass

@@ -7,7 +7,6 @@ import random
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
 import pytest
 import trio
@@ -15,8 +14,8 @@ import trio
 import filters.smux
 from filters.smux import LinkLost
 from pipeline import ConfigError, Data, Proxy, StreamEnd
-from pipeline.runtime import Server, serve
 from pipeline.testing import join_data, open_pipeline
+from tests.helpers import serving
 
 
 def test_docstring_example_runs() -> None:
@@ -57,18 +56,6 @@ async def test_a_failing_far_stream_resets_only_that_stream() -> None:
 
 
 # Over real sockets --------------------------------------------------------------
-
-
-@asynccontextmanager
-async def serving(proxy: Proxy) -> AsyncIterator[Server]:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(serve, proxy.build(), grace_period=1.0, handle_signals=False)
-        )
-        try:
-            yield server
-        finally:
-            server.shutdown(immediate=True)
 
 
 async def echo_handler(stream: trio.SocketStream) -> None:

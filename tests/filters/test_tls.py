@@ -11,9 +11,7 @@ import socket
 import ssl
 import subprocess
 import textwrap
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +23,8 @@ import filters.tls
 import filters.tls_client_hello
 from filters.tls import TlsError, TlsHandshakeError, TlsHandshakeTimeout, TlsInfo
 from pipeline import ConfigError, Context, Data, Event, Filter, Proxy, StreamEnd
-from pipeline.runtime import Server, serve
 from pipeline.testing import join_data, open_pipeline, run_layout
+from tests.helpers import serving
 from tests.tls_helpers import OPENSSL, Certs, certs, s_server
 
 __all__ = ["certs"]  # the fixture, imported for pytest
@@ -436,18 +434,6 @@ async def test_half_close_both_ways_and_bytes_after_the_peers_close_notify(
 # Real peers -------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def serving(proxy: Proxy) -> AsyncIterator[int]:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(serve, proxy.build(), grace_period=1.0, handle_signals=False)
-        )
-        try:
-            yield server.ports[0]
-        finally:
-            server.shutdown(immediate=True)
-
-
 async def run(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     with trio.fail_after(30):
         return await trio.run_process(
@@ -481,7 +467,8 @@ def tls_server(certs: Certs, **tls: Any) -> Proxy:
 
 @pytest.mark.parametrize("version", ["1.3", "1.2"])
 async def test_curl_gets_200_over_http11_alpn(certs: Certs, version: str) -> None:
-    async with serving(tls_server(certs, alpn=["http/1.1"])) as port:
+    async with serving(tls_server(certs, alpn=["http/1.1"])) as server:
+        port = server.ports[0]
         done = await curl(port, "a.test", "--cacert", certs.ca, "--tls-max", version)
         assert done.returncode == 0, done.stderr
         body, status = done.stdout.decode().rsplit("\n", 1)
@@ -500,7 +487,8 @@ async def test_curl_gets_200_over_http11_alpn(certs: Certs, version: str) -> Non
 async def test_openssl_s_client_sees_the_sni_certificate_and_alpn(certs: Certs) -> None:
     pairs = {"a.test": certs.server("a.test"), "b.test": certs.server("b.test")}
     proxy = tls_server(certs, sni=lambda ctx, name: pairs.get(name), alpn=["h2", "http/1.1"])
-    async with serving(proxy) as port:
+    async with serving(proxy) as server:
+        port = server.ports[0]
         for name, offered, selected in (("b.test", "h2,http/1.1", "h2"), ("a.test", "foo", None)):
             done = await run(
                 OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-servername", name,
@@ -519,7 +507,8 @@ async def test_client_certificate_required(certs: Certs, caplog: pytest.LogCaptu
     caplog.set_level(logging.DEBUG, "trioxy.tls")
     alice, alice_key = certs.client("alice")
     mallory, mallory_key = certs.client("mallory", other_ca=True)
-    async with serving(tls_server(certs, ca_file=certs.ca)) as port:
+    async with serving(tls_server(certs, ca_file=certs.ca)) as server:
+        port = server.ports[0]
         done = await curl(port, "a.test", "--cacert", certs.ca)
         assert done.returncode != 0
         lines = tls_logs(caplog)
@@ -542,7 +531,8 @@ async def test_plain_http_on_the_tls_port_is_closed_with_one_line(
     certs: Certs, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, "trioxy.tls")
-    async with serving(tls_server(certs)) as port:
+    async with serving(tls_server(certs)) as server:
+        port = server.ports[0]
         done = await run(CURL, "-s", "--max-time", "20", f"http://127.0.0.1:{port}/")
         assert done.returncode in (52, 56), done  # empty reply / connection reset
         lines = tls_logs(caplog)
@@ -578,7 +568,8 @@ async def test_connect_tls_to_openssl_s_server(
             .connect_tls(name, ca_file=ca)
             .to(lambda p: p.connect(f"127.0.0.1:{backend}"))
         )
-        async with serving(proxy) as port:
+        async with serving(proxy) as server:
+            port = server.ports[0]
             stream = await trio.open_tcp_stream("127.0.0.1", port)
             async with stream:
                 await stream.send_all(b"GET / HTTP/1.0\r\n\r\n")
@@ -615,7 +606,8 @@ async def test_connect_tls_failure_is_a_502_behind_http(certs: Certs) -> None:
                 )
             )
         )
-        async with serving(proxy) as port:
+        async with serving(proxy) as server:
+            port = server.ports[0]
             done = await run(
                 CURL, "-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}",
                 f"http://127.0.0.1:{port}/",
@@ -640,7 +632,8 @@ async def test_handle_tls_client_hello_routes_passthrough_by_sni(certs: Certs) -
             .handle_tls_client_hello(remember)
             .connect(lambda ctx: routes[ctx.tls_sni])
         )
-        async with serving(proxy) as port:
+        async with serving(proxy) as server:
+            port = server.ports[0]
             for name in ("a.test", "b.test"):
                 # Verification against the name proves which backend answered.
                 done = await curl(port, name, "--cacert", certs.ca)

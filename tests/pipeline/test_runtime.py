@@ -6,8 +6,7 @@ import logging
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from functools import partial
 
 import pytest
@@ -20,19 +19,7 @@ from pipeline.live import ShutdownNotice, service_nursery, shutdown_notice
 from pipeline.plugins import plugin_manager
 from pipeline.proxy import ProxyConfig
 from pipeline.runtime import ListenError, Server, serve
-
-
-@asynccontextmanager
-async def running(proxy: Proxy, grace_period: float = 5.0) -> AsyncIterator[Server]:
-    """Serve ``proxy`` in the background; shut it down (immediately) at the end."""
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(serve, proxy.build(), grace_period=grace_period, handle_signals=False)
-        )
-        try:
-            yield server
-        finally:
-            server.shutdown(immediate=True)
+from tests.helpers import serving
 
 
 async def connect(port: int, host: str = "127.0.0.1") -> trio.SocketStream:
@@ -58,7 +45,7 @@ class Upper(Filter):
 async def test_echo_and_half_close() -> None:
     proxy = Proxy()
     proxy.listen("127.0.0.1:0").add_filter(Upper)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         stream = await connect(server.ports[0])
         await stream.send_all(b"hello ")
         await stream.send_all(b"world")
@@ -71,7 +58,7 @@ async def test_large_transfer_keeps_every_byte() -> None:
     proxy = Proxy()
     proxy.listen("127.0.0.1:0")  # empty pipeline: echo
     payload = bytes(range(256)) * 40000  # ~10 MB
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         stream = await connect(server.ports[0])
         received = bytearray()
 
@@ -97,7 +84,7 @@ async def test_ipv6_listener() -> None:
         pytest.skip("::1 is not configured")
     proxy = Proxy()
     proxy.listen("[::1]:0").add_filter(Upper)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         assert server.listeners[0].address.startswith("[::1]:")
         stream = await connect(server.ports[0], "::1")
         await stream.send_all(b"v6")
@@ -128,7 +115,7 @@ async def test_port_in_use_is_a_located_config_error() -> None:
 async def test_max_connections_queues_in_the_backlog_instead_of_refusing() -> None:
     proxy = Proxy()
     proxy.listen("127.0.0.1:0", max_connections=2).add_filter(Upper)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         port = server.ports[0]
         first, second = await connect(port), await connect(port)
         for s in (first, second):
@@ -151,7 +138,7 @@ async def test_idle_timeout_closes_a_silent_stream(caplog: pytest.LogCaptureFixt
     caplog.set_level(logging.INFO, "trioxy")
     proxy = Proxy()
     proxy.listen("127.0.0.1:0", idle_timeout=0.1)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         stream = await connect(server.ports[0])
         with trio.fail_after(5):
             assert await read_all(stream) == b""
@@ -163,7 +150,7 @@ async def test_read_timeout(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "trioxy")
     proxy = Proxy()
     proxy.listen("127.0.0.1:0", read_timeout=0.1, idle_timeout=None)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         stream = await connect(server.ports[0])
         with trio.fail_after(5):
             assert await read_all(stream) == b""
@@ -177,7 +164,7 @@ async def test_a_failing_callback_ends_only_its_stream(caplog: pytest.LogCapture
 
     proxy = Proxy()
     proxy.listen("127.0.0.1:0").handle_data(explode)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         bad = await connect(server.ports[0])
         await bad.send_all(b"boom")
         with trio.fail_after(5):
@@ -237,7 +224,7 @@ async def test_pipeline_error_end_closes_the_client_promptly() -> None:
 
     proxy = Proxy()
     proxy.listen("127.0.0.1:0").add_filter(Refuse)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         stream = await connect(server.ports[0])
         await stream.send_all(b"x")
         with trio.fail_after(5):
@@ -258,7 +245,7 @@ async def test_no_task_is_left_after_streams_end() -> None:
 
     proxy = Proxy()
     proxy.listen("127.0.0.1:0").add_filter(Sleeper)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         stream = await connect(server.ports[0])
         await stream.send_all(b"x")
         await stream.send_eof()
@@ -284,7 +271,7 @@ async def test_write_timeout_closes_a_client_that_does_not_read(
 
     proxy = Proxy()
     proxy.listen("127.0.0.1:0", write_timeout=0.2).add_filter(Flood)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         stream = await connect(server.ports[0])
         await stream.send_all(b"go")
         with trio.fail_after(10):
@@ -317,7 +304,7 @@ class Burst(Filter):
 async def test_a_client_reading_late_still_gets_every_byte() -> None:
     proxy = Proxy()
     proxy.listen("127.0.0.1:0").add_filter(Burst)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         stream = await connect(server.ports[0])
         await stream.send_all(b"go")
         # Every task is blocked: the server's writer is waiting for the client.
@@ -362,7 +349,7 @@ async def test_a_write_error_ends_the_stream_without_an_error_log(
 ) -> None:
     proxy = Proxy()
     proxy.listen("127.0.0.1:0").add_filter(Burst)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         sock = socket.create_connection(("127.0.0.1", server.ports[0]))
         sock.sendall(b"go")
         await trio.testing.wait_all_tasks_blocked()
@@ -389,7 +376,7 @@ async def test_a_client_reset_reaches_the_pipeline_as_an_error_end() -> None:
 
     proxy = Proxy()
     proxy.listen("127.0.0.1:0").add_filter(Record)
-    async with running(proxy) as server:
+    async with serving(proxy, grace_period=5.0) as server:
         sock = socket.create_connection(("127.0.0.1", server.ports[0]))
         sock.sendall(b"x")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -418,7 +405,7 @@ async def test_the_startup_hook_runs_with_the_services_in_place() -> None:
     plugin = Startup()
     pm.register(plugin)
     try:
-        async with running(proxy) as server:
+        async with serving(proxy, grace_period=5.0) as server:
             assert seen == [(True, server.notice)]
     finally:
         pm.unregister(plugin)

@@ -8,8 +8,6 @@ import logging
 import re
 import socket
 import textwrap
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,18 +19,7 @@ from pipeline import ConfigError, Data, Event, Filter, Proxy, StreamEnd
 from pipeline.graph import render
 from pipeline.runtime import ListenError, Server, bind_listeners, serve
 from pipeline.udp import UdpOptions
-
-
-@asynccontextmanager
-async def running(proxy: Proxy) -> AsyncIterator[Server]:
-    async with trio.open_nursery() as nursery:
-        server: Server = await nursery.start(
-            partial(serve, proxy.build(), grace_period=1.0, handle_signals=False)
-        )
-        try:
-            yield server
-        finally:
-            server.shutdown(immediate=True)
+from tests.helpers import serving
 
 
 async def udp_client(host: str = "127.0.0.1") -> trio.socket.SocketType:
@@ -81,7 +68,7 @@ class Slow(Filter):
 async def test_each_datagram_is_one_data_event_and_is_echoed_whole() -> None:
     proxy = Proxy()
     proxy.listen_udp("127.0.0.1:0")  # no filters: output = input, an echo
-    async with running(proxy) as server:
+    async with serving(proxy) as server:
         sock = await udp_client()
         for payload in (b"a", b"bb" * 1000, b"", b"ccc"):
             await sock.sendto(payload, ("127.0.0.1", server.ports[0]))
@@ -94,7 +81,7 @@ async def test_each_datagram_is_one_data_event_and_is_echoed_whole() -> None:
 async def test_each_peer_is_a_stream_with_its_own_context() -> None:
     proxy = Proxy()
     proxy.listen_udp("127.0.0.1:0").add_filter(Tag)
-    async with running(proxy) as server:
+    async with serving(proxy) as server:
         address = ("127.0.0.1", server.ports[0])
         one, two = await udp_client(), await udp_client()
         await one.sendto(b"x", address)
@@ -116,7 +103,7 @@ async def test_a_silent_peer_ends_its_stream_and_comes_back_as_a_new_one() -> No
     Tag.ends = []
     proxy = Proxy()
     proxy.listen_udp("127.0.0.1:0", idle_timeout=0.2).add_filter(Tag)
-    async with running(proxy) as server:
+    async with serving(proxy) as server:
         address = ("127.0.0.1", server.ports[0])
         sock = await udp_client()
         await sock.sendto(b"x", address)
@@ -141,7 +128,7 @@ async def test_a_pipeline_that_ends_forgets_the_peer() -> None:
 
     proxy = Proxy()
     proxy.listen_udp("127.0.0.1:0").add_filter(Once)
-    async with running(proxy) as server:
+    async with serving(proxy) as server:
         address = ("127.0.0.1", server.ports[0])
         sock = await udp_client()
         await sock.sendto(b"1", address)
@@ -160,7 +147,7 @@ async def test_peers_beyond_max_peers_are_dropped_and_logged_once(
     proxy = Proxy()
     proxy.listen_udp("127.0.0.1:0", max_peers=1).add_filter(Slow)
     caplog.set_level(logging.WARNING, "trioxy.udp")
-    async with running(proxy) as server:
+    async with serving(proxy) as server:
         address = ("127.0.0.1", server.ports[0])
         held, extra = await udp_client(), await udp_client()
         await held.sendto(b"held", address)
@@ -186,7 +173,7 @@ async def test_a_full_peer_queue_drops_datagrams(caplog: pytest.LogCaptureFixtur
     proxy = Proxy()
     proxy.listen_udp("127.0.0.1:0", queue_size=2).add_filter(Slow)
     caplog.set_level(logging.WARNING, "trioxy.udp")
-    async with running(proxy) as server:
+    async with serving(proxy) as server:
         address = ("127.0.0.1", server.ports[0])
         sock = await udp_client()
         await sock.sendto(b"0", address)
@@ -216,7 +203,7 @@ async def test_ipv6() -> None:
     proxy = Proxy()
     proxy.listen_udp("[::1]:0").add_filter(Tag)
     try:
-        server_cm = running(proxy)
+        server_cm = serving(proxy)
         async with server_cm as server:
             sock = await udp_client("::1")
             await sock.sendto(b"six", ("::1", server.ports[0]))
